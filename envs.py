@@ -1,0 +1,438 @@
+"""Grid-maze task distributions for MLSH, in plain NumPy.
+
+Frans et al., "Meta Learning Shared Hierarchies" (ICLR 2018) test their method
+on distributions of related tasks. This file builds two of them on a grid:
+
+    Four Rooms      Sutton's 13x13 maze; a task is a goal cell.
+    Moving Bandits  an open grid with two visible marks, redrawn every episode;
+                    a task is which of the two marks pays.
+
+Each family has a fixed split into training tasks (meta-training sees only
+these) and held-out tasks (used only for evaluation).
+
+Environments are batched: `n` copies step together as arrays, every copy with
+its own task, so that many tasks run side by side with no Python loop over
+copies. The interface follows Gymnasium without depending on it:
+
+    env = FourRooms(tasks=[goal_cell] * 64, seed=0)
+    obs, info = env.reset()                          # obs (n, obs_dim)
+    obs, rew, terminated, truncated, info = env.step(actions)   # actions (n,)
+
+`SingleEnv(env)` wraps a one-copy environment into the familiar scalar
+`reset`/`step` shape. Run `python envs.py` to see both mazes.
+
+Legend of a maze file (a list of equal-length strings):
+    '#'  wall
+    '.'  free cell (also ' ', for readability)
+    'S'  free cell, the start cell (optional; at most one)
+"""
+import numpy as np
+
+# Actions: 0 up, 1 right, 2 down, 3 left, as (row, column) moves.
+MOVES = np.array([(-1, 0), (0, 1), (1, 0), (0, -1)])
+ACTION_NAMES = ["up", "right", "down", "left"]
+WALL, FREE, START = "#", ".", "S"
+
+FOUR_ROOMS = [  # Sutton, Precup & Singh (1999): 104 free cells, four doorways
+    "#############",
+    "#S....#.....#",
+    "#.....#.....#",
+    "#...........#",
+    "#.....#.....#",
+    "#.....#.....#",
+    "##.####.....#",
+    "#.....###.###",
+    "#.....#.....#",
+    "#.....#.....#",
+    "#...........#",
+    "#.....#.....#",
+    "#############",
+]
+
+OPEN_8X8 = ["#" * 10] + ["#" + "." * 8 + "#"] * 8 + ["#" * 10]
+
+
+# ---------------------------------------------------------------------------
+# The maze: layout, moves between free cells, shortest paths
+# ---------------------------------------------------------------------------
+
+class Maze:
+    """A grid of walls and free cells, parsed from a list of strings.
+
+    Free cells are numbered 0..n_cells-1 in reading order; everything below
+    works on those numbers. `next_cell[c, a]` is where action a leads from
+    cell c (a move into a wall stays put); `dist[c, d]` is the BFS
+    shortest-path length from c to d (-1 when unreachable).
+    """
+
+    def __init__(self, rows):
+        self.rows = [r.replace(" ", FREE) for r in rows]
+        self.height, self.width = len(self.rows), len(self.rows[0])
+        grid = np.array([list(r) for r in self.rows])
+        self.free = grid != WALL                                   # (H, W) bool
+        self.cells = np.argwhere(self.free)                        # (n_cells, 2) row, col
+        self.n_cells = len(self.cells)
+        index = -np.ones((self.height, self.width), dtype=int)
+        index[self.free] = np.arange(self.n_cells)
+        self.index = index                                         # (H, W) cell number or -1
+        starts = np.argwhere(grid == START)
+        self.start = int(index[tuple(starts[0])]) if len(starts) else None
+
+        # next_cell[c, a]: stepping out of the grid or into a wall leaves you where you are.
+        target = self.cells[:, None, :] + MOVES[None, :, :]       # (n_cells, 4, 2)
+        r = np.clip(target[..., 0], 0, self.height - 1)
+        c = np.clip(target[..., 1], 0, self.width - 1)
+        nxt = index[r, c]
+        stay = np.repeat(np.arange(self.n_cells)[:, None], 4, axis=1)
+        self.next_cell = np.where(nxt >= 0, nxt, stay)             # (n_cells, 4)
+        self.adjacency = np.zeros((self.n_cells, self.n_cells), dtype=bool)
+        self.adjacency[stay, self.next_cell] = True
+        self.adjacency[np.arange(self.n_cells), np.arange(self.n_cells)] = False
+        self.dist = bfs_distances(self.adjacency)                  # (n_cells, n_cells)
+
+    def render(self, marks=None):
+        """Text picture; `marks` maps a cell number to the character drawn there."""
+        grid = [list(r.replace(START, FREE)) for r in self.rows]
+        for cell, ch in (marks or {}).items():
+            r, c = self.cells[cell]
+            grid[r][c] = ch
+        return "\n".join("".join(r) for r in grid)
+
+
+def bfs_distances(adjacency):
+    """All-pairs shortest path lengths by breadth-first search from every cell at once.
+
+    adjacency: (..., n, n) bool, True where one move leads from i to j. A leading
+    batch of graphs is allowed. Returns int distances, -1 where unreachable.
+    The frontier of every source grows by one move per pass, as one matrix product.
+    """
+    n = adjacency.shape[-1]
+    eye = np.broadcast_to(np.eye(n, dtype=bool), adjacency.shape)
+    dist = np.where(eye, 0, -1)
+    seen, frontier = eye.copy(), eye.copy()
+    a = adjacency.astype(np.float32)
+    d = 0
+    while frontier.any():
+        d += 1
+        frontier = (frontier.astype(np.float32) @ a > 0) & ~seen   # cells first reached in d moves
+        dist[frontier] = d
+        seen |= frontier
+    return dist
+
+
+# ---------------------------------------------------------------------------
+# Batched environment: n copies of a maze stepping together
+# ---------------------------------------------------------------------------
+
+class GridEnv:
+    """Base of the batched grid tasks: n copies, each with its own task.
+
+    Step semantics (per copy):
+      - action a in {0 up, 1 right, 2 down, 3 left}; with probability `slip`
+        it is replaced by one of the other three, uniformly;
+      - reward +1 and `terminated` on reaching the paying cell; subclasses may
+        end the episode at other cells with reward 0 (also `terminated`);
+      - `truncated` when the step limit `max_steps` is reached first. It is
+        kept apart from `terminated`: a truncated episode has a future, so a
+        learner should bootstrap its value there, and not after termination.
+
+    Automatic reset: a copy whose episode ended in this step is reset at once.
+    The returned `obs` row is then the first observation of its new episode;
+    the last observation of the old one is in `info["final_obs"]`. The info
+    dict also carries, for the copies that just ended, `success` (reached the
+    paying cell) and `score`, the normalised return: shortest path length
+    divided by the steps taken if it succeeded, else 0 (1 = optimal).
+
+    Randomness (slip, starts, marks) comes only from the env's own generator,
+    seeded by `seed` or by `reset(seed=...)`. Tasks never come from the seed.
+    """
+
+    def __init__(self, maze, tasks, max_steps, slip=0.0, seed=None, autoreset=True):
+        self.maze = maze
+        self.tasks = np.asarray(tasks, dtype=int)
+        self.n = len(self.tasks)
+        self.max_steps = max_steps
+        self.slip = slip
+        self.autoreset = autoreset
+        self.n_actions = 4
+        self.rng = np.random.default_rng(seed)
+        self.pos = np.zeros(self.n, dtype=int)      # current cell of each copy
+        self.t = np.zeros(self.n, dtype=int)        # steps taken in the current episode
+        self.best = np.ones(self.n, dtype=int)      # shortest path length of the episode
+
+    # --- to be defined by a task family ---------------------------------
+    def _new_episodes(self, idx):
+        """Draw starts (and anything else per episode) for copies idx; set pos and best."""
+        raise NotImplementedError
+
+    def _outcome(self):
+        """(ended, paid) bool arrays for the copies at their current cells."""
+        raise NotImplementedError
+
+    def _observe(self):
+        raise NotImplementedError
+
+    # --- Gymnasium-shaped interface --------------------------------------
+    def reset(self, seed=None, options=None):
+        """Start a fresh episode in every copy. options={"tasks": array} changes the tasks."""
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        if options and "tasks" in options:
+            tasks = np.asarray(options["tasks"], dtype=int).reshape(-1)
+            if len(tasks) != self.n:
+                raise ValueError(f"options['tasks'] has {len(tasks)} entries; this env has {self.n} copies")
+            self.tasks = tasks
+        self._new_episodes(np.arange(self.n))
+        return self._observe(), {}
+
+    def step(self, actions):
+        actions = np.asarray(actions)
+        if actions.shape != (self.n,) or not np.issubdtype(actions.dtype, np.integer):
+            raise ValueError(f"step() takes {self.n} integer actions, got shape {actions.shape} dtype {actions.dtype}")
+        if actions.min() < 0 or actions.max() >= self.n_actions:
+            raise ValueError(f"actions must lie in 0..{self.n_actions - 1}; got {actions.min()}..{actions.max()}")
+        if self.slip > 0:
+            slipped = self.rng.random(self.n) < self.slip
+            other = (actions + self.rng.integers(1, 4, size=self.n)) % 4   # one of the other three
+            actions = np.where(slipped, other, actions)
+        self.pos = self.maze.next_cell[self.pos, actions]
+        self.t += 1
+        ended, paid = self._outcome()
+        reward = paid.astype(float)
+        terminated = ended
+        truncated = ~ended & (self.t >= self.max_steps)
+        done = terminated | truncated
+        final_obs = self._observe()
+        info = {
+            "final_obs": final_obs,
+            "success": paid,
+            "score": np.where(paid, self.best / np.maximum(self.t, 1), 0.0),
+        }
+        obs = final_obs
+        if self.autoreset and done.any():
+            self._new_episodes(np.flatnonzero(done))
+            obs = self._observe()
+        return obs, reward, terminated, truncated, info
+
+    def render(self, i=0):
+        """Text picture of copy i: 'A' the agent, '#' walls."""
+        return self.maze.render(self._marks(i))
+
+    @property
+    def obs_shape(self):
+        return (self.obs_dim,)
+
+
+class FourRooms(GridEnv):
+    """Four Rooms (Sutton et al. 1999); a task is a goal cell.
+
+    Description: 13x13 grid, four rooms joined by four one-cell doorways.
+    Actions: 0 up, 1 right, 2 down, 3 left.
+    Observation: one-hot of the agent's cell, shape (104,), float32. The goal
+        is not in the observation: a learner finds it from reward.
+    Rewards: +1 on reaching the goal, 0 otherwise.
+    Termination: reaching the goal (terminated); `max_steps` (truncated).
+    Arguments: tasks (goal cell per copy), start (cell number, or None for a
+        uniformly random start other than the goal), slip, max_steps, seed.
+    """
+
+    def __init__(self, tasks, start="S", slip=0.0, max_steps=50, seed=None, autoreset=True, rows=FOUR_ROOMS):
+        maze = Maze(rows)
+        super().__init__(maze, tasks, max_steps, slip, seed, autoreset)
+        self.start = maze.start if start == "S" else start
+        self.obs_dim = maze.n_cells
+        self._eye = np.eye(maze.n_cells, dtype=np.float32)
+
+    def _new_episodes(self, idx):
+        goals = self.tasks[idx]
+        if self.start is None:   # uniform over the free cells other than the goal
+            s = self.rng.integers(0, self.maze.n_cells - 1, size=len(idx))
+            s = s + (s >= goals)
+        else:
+            s = np.full(len(idx), self.start)
+        self.pos[idx], self.t[idx] = s, 0
+        self.best[idx] = self.maze.dist[s, goals]
+
+    def _outcome(self):
+        paid = self.pos == self.tasks
+        return paid, paid
+
+    def _observe(self):
+        return self._eye[self.pos]
+
+    def _marks(self, i):
+        return {int(self.tasks[i]): "G", int(self.pos[i]): "A"}
+
+
+class MovingBandits(GridEnv):
+    """Moving Bandits (the paper's Sec. 6.1) on an open grid; a task is which mark pays.
+
+    Description: an open 8x8 grid with two marks, 0 and 1, placed at random
+        every episode, both visible. Reaching either mark ends the episode;
+        only the task's mark pays. A policy that ignores the task gets about
+        half the reward; a learner must find out from reward which mark pays.
+    Actions: 0 up, 1 right, 2 down, 3 left.
+    Observation: (6,) float32: the agent's (row, col) scaled to [0, 1], then
+        the offsets (drow, dcol) from the agent to mark 0 and to mark 1,
+        divided by the grid size.
+    Rewards: +1 on reaching the paying mark, 0 otherwise.
+    Termination: reaching either mark (terminated); `max_steps` (truncated).
+    Arguments: tasks (0 or 1 per copy), pairs (the pool of mark-cell pairs to
+        draw layouts from: the training or held-out pool), slip, max_steps, seed.
+    """
+
+    def __init__(self, tasks, pairs, slip=0.0, max_steps=50, seed=None, autoreset=True, rows=OPEN_8X8):
+        maze = Maze(rows)
+        super().__init__(maze, tasks, max_steps, slip, seed, autoreset)
+        self.pairs = np.asarray(pairs)                  # (n_pairs, 2) cell numbers
+        self.marks = np.zeros((self.n, 2), dtype=int)   # mark cells of each copy
+        self.obs_dim = 6
+        # dist_avoid[b, s, g]: shortest path s -> g that does not pass through cell b
+        # (the unpaid mark ends the episode, so the best path must go round it).
+        adj = np.repeat(maze.adjacency[None], maze.n_cells, axis=0)
+        b = np.arange(maze.n_cells)
+        adj[b, b, :] = False
+        adj[b, :, b] = False
+        self.dist_avoid = bfs_distances(adj)
+        self._rc = maze.cells / np.array([maze.height, maze.width])
+
+    def _new_episodes(self, idx):
+        k = len(idx)
+        pairs = self.pairs[self.rng.integers(0, len(self.pairs), size=k)]
+        flip = self.rng.random(k) < 0.5                 # either cell may be mark 0
+        marks = np.where(flip[:, None], pairs[:, ::-1], pairs)
+        # start: uniform over the cells that hold no mark
+        s = self.rng.integers(0, self.maze.n_cells - 2, size=k)
+        lo, hi = marks.min(axis=1), marks.max(axis=1)
+        s = s + (s >= lo)
+        s = s + (s >= hi)
+        self.marks[idx], self.pos[idx], self.t[idx] = marks, s, 0
+        goal = marks[np.arange(k), self.tasks[idx]]
+        other = marks[np.arange(k), 1 - self.tasks[idx]]
+        self.best[idx] = self.dist_avoid[other, s, goal]
+
+    def _outcome(self):
+        on = self.marks == self.pos[:, None]             # (n, 2)
+        paid = on[np.arange(self.n), self.tasks]
+        return on.any(axis=1), paid
+
+    def _observe(self):
+        rc = self._rc[self.pos]                           # (n, 2)
+        off0 = self._rc[self.marks[:, 0]] - rc
+        off1 = self._rc[self.marks[:, 1]] - rc
+        scale = np.array([(self.maze.height - 1) / self.maze.height, (self.maze.width - 1) / self.maze.width])
+        return np.concatenate([rc / scale, off0, off1], axis=1).astype(np.float32)
+
+    def _marks(self, i):
+        paying = int(self.tasks[i])
+        m = {int(self.marks[i, j]): (str(j).upper() if j != paying else "$") for j in (0, 1)}
+        m[int(self.pos[i])] = "A"
+        return m
+
+
+class SingleEnv:
+    """One copy of a batched env, with Gymnasium's scalar reset/step shape and no automatic reset."""
+
+    def __init__(self, env):
+        if env.n != 1:
+            raise ValueError(f"SingleEnv wraps a one-copy env; this one has {env.n} copies")
+        env.autoreset = False
+        self.env = env
+        self.action_space_n = env.n_actions
+        self.observation_shape = env.obs_shape
+        self.done = True
+
+    def reset(self, seed=None, options=None):
+        if options and "task" in options:
+            options = {"tasks": [options["task"]]}
+        obs, info = self.env.reset(seed=seed, options=options)
+        self.done = False
+        return obs[0], info
+
+    def step(self, action):
+        if self.done:
+            raise RuntimeError("the episode has ended: call reset() before step()")
+        if not isinstance(action, (int, np.integer)):
+            raise ValueError(f"action must be an int in 0..{self.action_space_n - 1}, got {action!r}")
+        obs, r, term, trunc, info = self.env.step(np.array([action]))
+        self.done = bool(term[0] or trunc[0])
+        info = {k: v[0] for k, v in info.items()}
+        return obs[0], float(r[0]), bool(term[0]), bool(trunc[0]), info
+
+    def render(self):
+        return self.env.render(0)
+
+
+# ---------------------------------------------------------------------------
+# Task distributions with a fixed train / held-out split
+# ---------------------------------------------------------------------------
+
+class TaskFamily:
+    """A distribution of tasks with a fixed split, and a factory for batched envs.
+
+    train_tasks / test_tasks: arrays of task ids. Meta-training samples only
+    from train_tasks; evaluation uses only test_tasks. `make(tasks, split, seed)`
+    builds a batched env with one copy per entry of `tasks`.
+    """
+
+    def sample(self, rng, n):
+        """n training tasks, drawn uniformly with replacement."""
+        return rng.choice(self.train_tasks, size=n)
+
+
+class FourRoomsTasks(TaskFamily):
+    """Goals in Four Rooms. Held out: `n_test` goals at least `min_dist` moves from the start,
+    chosen once by `split_seed`; training goals are all the other free cells but the start."""
+
+    name = "fourrooms"
+
+    def __init__(self, start="S", slip=0.0, max_steps=50, n_test=16, min_dist=10, split_seed=1234, rows=FOUR_ROOMS):
+        self.maze = Maze(rows)
+        self.rows, self.start, self.slip, self.max_steps = rows, start, slip, max_steps
+        s = self.maze.start if start == "S" else start
+        cells = np.array([c for c in range(self.maze.n_cells) if c != s])
+        far = cells[self.maze.dist[self.maze.start if s is None else s, cells] >= min_dist]
+        rng = np.random.default_rng(split_seed)
+        self.test_tasks = np.sort(rng.choice(far, size=n_test, replace=False))
+        self.train_tasks = np.setdiff1d(cells, self.test_tasks)
+        self.obs_dim, self.n_actions = self.maze.n_cells, 4
+
+    def make(self, tasks, split="train", seed=None):
+        return FourRooms(tasks, start=self.start, slip=self.slip, max_steps=self.max_steps, seed=seed, rows=self.rows)
+
+
+class BanditTasks(TaskFamily):
+    """Moving Bandits. The two tasks (mark 0 pays, mark 1 pays) are used in both
+    phases; what is held out is the layouts: the unordered pairs of mark cells
+    are split once by `split_seed`, and evaluation draws marks only from pairs
+    that meta-training never saw."""
+
+    name = "bandits"
+
+    def __init__(self, slip=0.0, max_steps=50, test_fraction=0.25, split_seed=1234, rows=OPEN_8X8):
+        self.maze = Maze(rows)
+        self.rows, self.slip, self.max_steps = rows, slip, max_steps
+        i, j = np.triu_indices(self.maze.n_cells, k=1)
+        pairs = np.stack([i, j], axis=1)
+        rng = np.random.default_rng(split_seed)
+        held = rng.random(len(pairs)) < test_fraction
+        self.pairs = {"train": pairs[~held], "test": pairs[held]}
+        self.train_tasks = self.test_tasks = np.array([0, 1])
+        self.obs_dim, self.n_actions = 6, 4
+
+    def make(self, tasks, split="train", seed=None):
+        return MovingBandits(tasks, self.pairs[split], slip=self.slip, max_steps=self.max_steps, seed=seed, rows=self.rows)
+
+
+if __name__ == "__main__":
+    fr = FourRoomsTasks()
+    env = fr.make([fr.test_tasks[0]], seed=0)
+    env.reset()
+    print(f"Four Rooms: {fr.maze.n_cells} free cells, {len(fr.train_tasks)} training goals, "
+          f"{len(fr.test_tasks)} held-out goals")
+    print(env.render())
+    bt = BanditTasks()
+    env = bt.make([0], split="test", seed=0)
+    env.reset()
+    print(f"\nMoving Bandits: mark 0 pays ('$'), the other mark is '1'; A = agent")
+    print(env.render())

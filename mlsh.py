@@ -1,0 +1,816 @@
+"""Meta Learning Shared Hierarchies (Frans et al., ICLR 2018) in plain NumPy.
+
+A hierarchy is a master policy θ and K sub-policies φ_1..φ_K. Every N steps
+the master looks at the observation and picks a sub-policy, which then acts
+for N steps. Meta-training keeps resetting the master on new tasks, so that
+the sub-policies become skills from which a fresh master learns any task of
+the distribution quickly:
+
+    repeat for `rounds`:
+        sample tasks; reset θ (one fresh master per task, side by side)
+        W warmup iterations: PPO on θ only                    (cfg.warmup)
+        U joint iterations:  PPO on θ and on φ                (cfg.joint)
+
+At test time φ is frozen and a fresh θ is trained on held-out tasks; the
+measure is how fast its return rises. Run it:
+
+    python mlsh.py                  # Four Rooms: meta-train, evaluate, table
+    python mlsh.py --env bandits    # Moving Bandits
+    python mlsh.py --quick          # a tiny budget, for a smoke test
+    python mlsh.py --bench          # rollout and update speed
+
+Names used below
+    G        a stack of independent networks evaluated in one batched matmul
+             (M masters, or K sub-policies)
+    M, E     tasks side by side, env copies per task; n = M * E copies
+    S        rollout steps per copy per iteration
+    D, A, K  observation size, primitive actions, sub-policies
+    W0, b0.. weights of layer 0.. ; h hidden activations ; dW0 their gradients
+"""
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.signal import lfilter
+from scipy.stats import bootstrap
+
+import envs
+
+
+# ---------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Config:
+    # environment
+    env: str = "fourrooms"          # task family: fourrooms | bandits
+    max_steps: int = 50             # T: episode step limit
+    slip: float = 0.0               # chance that a move is replaced by one of the other three
+    random_start: bool = False      # fourrooms: start anywhere, not at the fixed cell 'S'
+    # hierarchy
+    subpolicies: int = 4            # K: number of sub-policies
+    macro: int = 5                  # N: steps each master decision lasts
+    hidden: int = 64                # units per hidden layer (tanh)
+    layers: int = 1                 # hidden layers per network
+    # meta-training schedule
+    rounds: int = 20                # how many times tasks are drawn and masters reset
+    tasks: int = 8                  # tasks side by side per round, each with its own master
+    warmup: int = 10                # W: iterations updating only the masters
+    joint: int = 20                 # U: iterations updating masters and sub-policies
+    envs: int = 16                  # env copies per task
+    steps: int = 64                 # S: rollout steps per copy per iteration
+    # PPO (both levels)
+    gamma: float = 0.99             # discount, per env step (sub) and per decision (master)
+    lam: float = 0.95               # GAE lambda
+    clip: float = 0.2               # PPO ratio clip
+    epochs: int = 4                 # passes over each batch
+    minibatches: int = 4            # minibatches per pass
+    master_lr: float = 0.01         # Adam step for θ (the paper's value)
+    sub_lr: float = 3e-4            # Adam step for φ (the paper's value)
+    value_lr: float = 3e-3          # Adam step for every value function
+    master_ent: float = 0.01        # entropy bonus of the master
+    sub_ent: float = 0.0            # entropy bonus of the sub-policies
+    # evaluation on held-out tasks
+    eval_iters: int = 30            # iterations a fresh learner gets on each held-out task
+    seeds: int = 3                  # evaluation seeds (each runs every held-out task)
+    flat_lrs: tuple = (1e-3, 3e-3, 1e-2)  # flat PPO learning rates tried; the best is reported
+    # bookkeeping
+    seed: int = 0                   # the one seed all randomness comes from
+    out: str = "runs/latest"        # folder for results.json
+
+
+PRESETS = {  # per task family; any flag given on the command line wins
+    "fourrooms": dict(subpolicies=4, macro=5, max_steps=50, warmup=10, joint=20, rounds=20),
+    "bandits": dict(subpolicies=2, macro=5, max_steps=50, warmup=5, joint=15, rounds=6),
+}
+
+
+def make_family(cfg):
+    if cfg.env == "fourrooms":
+        return envs.FourRoomsTasks(start=None if cfg.random_start else "S", slip=cfg.slip, max_steps=cfg.max_steps)
+    if cfg.env == "bandits":
+        return envs.BanditTasks(slip=cfg.slip, max_steps=cfg.max_steps)
+    raise ValueError(f"unknown env {cfg.env!r}: choose fourrooms or bandits")
+
+
+# ---------------------------------------------------------------------------
+# Tiny MLPs with hand-written backprop, stacked: G networks at once
+# ---------------------------------------------------------------------------
+
+def mlp_init(rng, G, sizes, out_scale=1.0, dtype=np.float32):
+    """G independent tanh MLPs with layer sizes `sizes`, e.g. [D, 64, A].
+
+    Weights ~ N(0, 1/fan_in); the last layer is scaled by `out_scale` (0.01
+    for a policy, so that it starts near uniform). W_i: (G, in, out), b_i: (G, 1, out).
+    float32 by default: NumPy's float64 tanh is about 4x slower, and it is
+    most of the cost. The gradient checks use float64.
+    """
+    p = {}
+    n_layers = len(sizes) - 1
+    for i in range(n_layers):
+        scale = out_scale if i == n_layers - 1 else 1.0
+        p[f"W{i}"] = (rng.standard_normal((G, sizes[i], sizes[i + 1])) * scale / np.sqrt(sizes[i])).astype(dtype)
+        p[f"b{i}"] = np.zeros((G, 1, sizes[i + 1]), dtype=dtype)
+    return p
+
+
+def mlp_forward(p, x):
+    """x: (G, B, D), or (1, B, D) to feed the same rows to all G networks.
+
+    Returns out (G, B, out) and the list of layer inputs [x, h1, ...] that
+    mlp_backward needs.
+    """
+    n_layers = len(p) // 2
+    hs = [x.astype(p["W0"].dtype, copy=False)]
+    for i in range(n_layers):
+        z = hs[-1] @ p[f"W{i}"] + p[f"b{i}"]          # (G, B, out_i)
+        if i == n_layers - 1:
+            return z, hs
+        hs.append(np.tanh(z))
+
+
+def mlp_backward(p, hs, dout):
+    """Gradients of a loss L with respect to every weight, given dout = dL/dout (G, B, out)."""
+    n_layers = len(p) // 2
+    grads, d = {}, dout.astype(p["W0"].dtype, copy=False)
+    for i in reversed(range(n_layers)):
+        grads[f"W{i}"] = hs[i].transpose(0, 2, 1) @ d       # (G, in, out): backprop into W_i
+        grads[f"b{i}"] = d.sum(axis=1, keepdims=True)       # (G, 1, out): into b_i
+        if i > 0:
+            dh = d @ p[f"W{i}"].transpose(0, 2, 1)          # (G, B, in): into the layer's input h_i
+            d = dh * (1.0 - hs[i] ** 2)                     # through tanh: h = tanh(z), dh/dz = 1 - h^2
+    return grads
+
+
+class Adam:
+    """Adam on a dict of arrays, updated in place. One state per network stack."""
+
+    def __init__(self, params, lr, b1=0.9, b2=0.999, eps=1e-8):
+        self.lr, self.b1, self.b2, self.eps, self.t = lr, b1, b2, eps, 0
+        self.m = {k: np.zeros_like(v) for k, v in params.items()}
+        self.v = {k: np.zeros_like(v) for k, v in params.items()}
+
+    def step(self, params, grads):
+        self.t += 1
+        for k in params:
+            self.m[k] = self.b1 * self.m[k] + (1 - self.b1) * grads[k]
+            self.v[k] = self.b2 * self.v[k] + (1 - self.b2) * grads[k] ** 2
+            mhat = self.m[k] / (1 - self.b1 ** self.t)
+            vhat = self.v[k] / (1 - self.b2 ** self.t)
+            params[k] -= self.lr * mhat / (np.sqrt(vhat) + self.eps)   # descent on the loss
+
+
+class Net:
+    """A stack of G MLPs (policies or value functions) with its own Adam state."""
+
+    def __init__(self, rng, G, n_in, n_out, cfg, lr, out_scale=1.0):
+        self.p = mlp_init(rng, G, [n_in] + [cfg.hidden] * cfg.layers + [n_out], out_scale)
+        self.opt = Adam(self.p, lr)
+
+    def __call__(self, x):
+        return mlp_forward(self.p, x)[0]
+
+
+def log_softmax(logits):
+    z = logits - logits.max(axis=-1, keepdims=True)         # stable for large logits
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def sample(rng, logits):
+    """One categorical draw per row of logits (..., A), by inverting the CDF."""
+    probs = np.exp(log_softmax(logits))
+    u = rng.random(probs.shape[:-1] + (1,))
+    return np.minimum((probs.cumsum(axis=-1) < u).sum(axis=-1), probs.shape[-1] - 1)
+
+
+# ---------------------------------------------------------------------------
+# Advantages: GAE(gamma, lambda)
+# ---------------------------------------------------------------------------
+
+def gae_loop(rew, val, next_val, term, end, gamma, lam):
+    """Generalised advantage estimation, the plain loop (the reference).
+
+    Arrays are (S, n): S steps of n independent streams.
+      rew[t], val[t]   reward and value at step t
+      next_val[t]      value of the state after step t (the final observation's
+                       value when the episode was truncated there)
+      term[t]          the episode terminated at t: no value after it
+      end[t]           the episode ended at t (terminated or truncated): the
+                       advantage does not flow back across it
+    delta_t = r_t + gamma (1 - term_t) V(s_{t+1}) - V(s_t)
+    A_t     = delta_t + gamma lam (1 - end_t) A_{t+1}
+    """
+    delta = rew + gamma * (1.0 - term) * next_val - val
+    adv = np.zeros_like(delta)
+    running = np.zeros(delta.shape[1:])
+    for t in reversed(range(len(delta))):
+        running = delta[t] + gamma * lam * (1.0 - end[t]) * running
+        adv[t] = running
+    return adv
+
+
+def discount_cumsum(x, c):
+    """y[t] = x[t] + c x[t+1] + c^2 x[t+2] + ... along axis 0, as one linear filter.
+
+    For example discount_cumsum([1, 1, 1], 0.5) = [1.75, 1.5, 1].
+    """
+    return lfilter([1.0], [1.0, -c], x[::-1], axis=0)[::-1]
+
+
+def gae(rew, val, next_val, term, end, gamma, lam):
+    """The same as gae_loop, with scipy.signal.lfilter doing the backward sum.
+
+    The filter sums across episode ends, so we subtract what leaked in: if the
+    first end at or after t is at tau, the true A_t is the filtered y_t minus
+    c^(tau + 1 - t) y_{tau + 1}, with c = gamma * lam.
+    """
+    S = len(rew)
+    c = gamma * lam
+    delta = rew + gamma * (1.0 - term) * next_val - val
+    y = discount_cumsum(delta, c)                                  # (S, n)
+    steps = np.arange(S).reshape((S,) + (1,) * (rew.ndim - 1))
+    tau = np.where(end > 0, steps, S - 1)
+    tau = np.minimum.accumulate(tau[::-1], axis=0)[::-1]           # first end at or after t
+    y_next = np.concatenate([y, np.zeros_like(y[:1])])             # y[S] = 0
+    leak = c ** (tau + 1 - steps) * np.take_along_axis(y_next, tau + 1, axis=0)
+    return y - leak
+
+
+# ---------------------------------------------------------------------------
+# PPO: clipped surrogate with entropy bonus, value regression
+# ---------------------------------------------------------------------------
+
+def ppo_loss(logits, act, old_logp, adv, w, clip, ent_coef):
+    """PPO-clip policy loss and its gradient with respect to the logits.
+
+    logits (G, B, A); act, old_logp, adv, w (G, B); w are sample weights
+    summing to 1 per network. The loss is minimised (descent):
+        L = - sum_i w_i [ min(r_i A_i, clip(r_i, 1-e, 1+e) A_i) + ent_coef H_i ]
+        r_i = pi(a_i|s_i) / pi_old(a_i|s_i)
+    Returns (loss (G,), dL/dlogits (G, B, A), stats).
+    """
+    logp_all = log_softmax(logits)
+    probs = np.exp(logp_all)
+    onehot = np.eye(logits.shape[-1])[act]                         # (G, B, A)
+    logp = (logp_all * onehot).sum(-1)
+    ratio = np.exp(logp - old_logp)
+    unclipped = ratio * adv
+    clipped = np.clip(ratio, 1 - clip, 1 + clip) * adv
+    surrogate = np.minimum(unclipped, clipped)
+    entropy = -(probs * logp_all).sum(-1)
+    loss = -(w * (surrogate + ent_coef * entropy)).sum(-1)
+
+    # d surrogate / d logp: r A where the unclipped term is the smaller one, else 0 (clipped: no gradient)
+    dsur_dlogp = np.where(unclipped <= clipped, unclipped, 0.0)
+    dlogp_dlogits = onehot - probs                                 # the softmax policy-gradient identity
+    dent_dlogits = -probs * (logp_all + entropy[..., None])        # dH/dz_j = -p_j (log p_j + H)
+    dlogits = -w[..., None] * (dsur_dlogp[..., None] * dlogp_dlogits + ent_coef * dent_dlogits)
+    stats = {"entropy": float((w * entropy).sum(-1).mean()),
+             "clipfrac": float((w * (np.abs(ratio - 1) > clip)).sum(-1).mean())}
+    return loss, dlogits, stats
+
+
+def value_loss(v, ret, w):
+    """L = 0.5 sum_i w_i (V(s_i) - R_i)^2 for v (G, B, 1); returns (loss (G,), dL/dv)."""
+    err = v[..., 0] - ret
+    return 0.5 * (w * err ** 2).sum(-1), (w * err)[..., None]
+
+
+def train_net(net, x, valid, loss_fn, cfg, rng):
+    """Adam steps on `net` over cfg.epochs passes, each in cfg.minibatches shuffled minibatches.
+
+    x: inputs (G, B, D); valid: (G, B) which rows hold data (groups are padded
+    to one length); loss_fn(out, idx, w) -> (loss, dL/dout) for minibatch rows idx
+    with weights w that sum to 1 over each network's valid rows.
+    """
+    B = valid.shape[1]
+    for _ in range(cfg.epochs):
+        for idx in np.array_split(rng.permutation(B), min(cfg.minibatches, B)):
+            v = valid[:, idx]
+            w = v / np.maximum(v.sum(axis=1, keepdims=True), 1)
+            out, hs = mlp_forward(net.p, x[:, idx])
+            _, dout = loss_fn(out, idx, w)
+            net.opt.step(net.p, mlp_backward(net.p, hs, dout))
+
+
+def group(key, G, *arrays):
+    """Sort rows into G groups by `key` (one network's data per group).
+
+    Returns each array as (G, Bmax, ...) zero-padded (None stays None), and valid (G, Bmax).
+    """
+    counts = np.bincount(key, minlength=G)
+    order = np.argsort(key, kind="stable")
+    slot = np.arange(len(key)) - np.repeat(np.cumsum(counts) - counts, counts)
+    gk = key[order]
+    valid = np.zeros((G, max(counts.max(), 1)), dtype=bool)
+    valid[gk, slot] = True
+    out = []
+    for a in arrays:
+        g = None
+        if a is not None:
+            g = np.zeros(valid.shape + a.shape[1:], dtype=a.dtype)
+            g[gk, slot] = a[order]
+        out.append(g)
+    return out, valid
+
+
+def normalise(adv, valid):
+    """Advantages to zero mean, unit spread within each network's valid rows."""
+    n = np.maximum(valid.sum(1, keepdims=True), 1)
+    mean = (adv * valid).sum(1, keepdims=True) / n
+    std = np.sqrt((((adv - mean) * valid) ** 2).sum(1, keepdims=True) / n)
+    return np.where(valid, (adv - mean) / (std + 1e-8), 0.0)
+
+
+def ppo_update(pi, vf, obs, act, logp, adv, ret, key, G, ent_coef, cfg, rng):
+    """One PPO update of the policy stack `pi` and value stack `vf` (either may be None).
+
+    Rows (obs, act, logp, adv, ret) are flat; key assigns each row to one of
+    the G networks of the stack, which is trained on its own rows only.
+    """
+    (obs, act, logp, adv, ret), valid = group(key, G, obs, act, logp, adv, ret)
+    if pi is not None:
+        adv = normalise(adv, valid)
+        train_net(pi, obs, valid, lambda out, i, w: ppo_loss(out, act[:, i], logp[:, i], adv[:, i], w,
+                                                              cfg.clip, ent_coef)[:2], cfg, rng)
+    if vf is not None:
+        train_net(vf, obs, valid, lambda out, i, w: value_loss(out, ret[:, i], w), cfg, rng)
+
+
+# ---------------------------------------------------------------------------
+# The agent: a master over sub-policies, or a flat policy
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Agent:
+    """M learners side by side (one per task), sharing the sub-policies.
+
+    master:  θ, M policies over K choices (or over the A primitive actions when subs is None)
+    value:   M master value functions, on the master's own timescale
+    subs:    φ, K sub-policies over the A primitive actions, shared by all M (None: flat agent)
+    critic:  M per-step value functions used only to train φ (None when φ is frozen)
+    macro:   N, steps per master decision (1 for a flat agent)
+
+    A flat PPO policy is this same agent with no sub-policies: its master's
+    choices are the primitive actions themselves, made every step.
+    """
+    master: Net
+    value: Net
+    subs: Net = None
+    critic: Net = None
+    macro: int = 1
+
+    @property
+    def M(self):
+        return self.value.p["W0"].shape[0]
+
+
+def new_agent(rng, M, D, n_choices, cfg, lr, macro=1, subs=None, critic=False):
+    """M fresh masters (random weights, fresh Adam state: θ is reset whole) and their value functions.
+
+    n_choices is K for a hierarchy, A for a flat policy; critic=True adds the
+    per-task step critics needed while φ is being trained.
+    """
+    master = Net(rng, M, D, n_choices, cfg, lr, out_scale=0.01)
+    value = Net(rng, M, D, 1, cfg, cfg.value_lr)
+    crit = Net(rng, M, D, 1, cfg, cfg.value_lr) if critic else None
+    return Agent(master, value, subs, crit, macro)
+
+
+@dataclass
+class Rollout:
+    """What one iteration of S steps on n = M * E env copies recorded; arrays are (S, n, ...)."""
+    obs: np.ndarray          # (S, n, D) observation each step acted on
+    next_obs: np.ndarray     # (S, n, D) observation after the step (the final one where an episode ended)
+    decide: np.ndarray       # (S, n) the master chose at this step
+    choice: np.ndarray       # (S, n) the master's current choice (sub-policy index, or the action if flat)
+    choice_logp: np.ndarray  # (S, n) log prob of the choice, at the step it was made
+    act: np.ndarray          # (S, n) primitive action taken
+    act_logp: np.ndarray     # (S, n) its log prob under the active sub-policy
+    rew: np.ndarray          # (S, n)
+    term: np.ndarray         # (S, n) episode terminated at this step
+    trunc: np.ndarray        # (S, n) episode hit the step limit at this step
+    score: np.ndarray        # (M,) mean normalised return of the episodes that ended, per learner
+    success: np.ndarray      # (M,) their success rate
+    usage: np.ndarray        # (K,) fraction of steps each sub-policy acted
+
+
+class Runner:
+    """Steps a batched env with an agent, carrying episodes over between iterations.
+
+    Copy i belongs to learner i // E. A copy's master decides at the first
+    step of every episode and then every N steps; between decisions the
+    chosen sub-policy acts.
+    """
+
+    def __init__(self, env, M):
+        self.env, self.M, self.E = env, M, env.n // M
+        self.obs, _ = env.reset()
+        self.countdown = np.zeros(env.n, dtype=int)   # steps left in each copy's current decision
+        self.active = np.zeros(env.n, dtype=int)      # each copy's current choice
+
+    def set_tasks(self, tasks):
+        """New tasks (one per copy): every copy starts a new episode with a fresh decision."""
+        self.obs, _ = self.env.reset(options={"tasks": tasks})
+        self.countdown[:] = 0
+
+    def run(self, agent, S, rng):
+        env, n, M = self.env, self.env.n, self.M
+        K = agent.subs.p["W0"].shape[0] if agent.subs is not None else 1
+        learner = np.arange(n) // self.E
+        names = ["obs", "next_obs", "decide", "choice", "choice_logp", "act", "act_logp", "rew", "term", "trunc"]
+        rec = {k: [] for k in names}
+        score, success, ended = np.zeros(M), np.zeros(M), np.zeros(M)
+        for t in range(S):
+            obs = self.obs
+            # master θ: a new choice where one is due, else keep the current one
+            decide = self.countdown == 0
+            logits = agent.master(obs.reshape(M, self.E, -1)).reshape(n, -1)     # (n, K) or (n, A)
+            choice = np.where(decide, sample(rng, logits), self.active)
+            choice_logp = np.take_along_axis(log_softmax(logits), choice[:, None], 1)[:, 0]
+            self.active = choice
+            self.countdown = np.where(decide, agent.macro, self.countdown) - 1
+            # sub-policies φ: each copy acts with its active one
+            if agent.subs is None:
+                act, act_logp = choice, choice_logp
+            else:
+                sub_logits = agent.subs(obs[None])[choice, np.arange(n)]      # all K on all rows, keep the active
+                act = sample(rng, sub_logits)
+                act_logp = np.take_along_axis(log_softmax(sub_logits), act[:, None], 1)[:, 0]
+
+            self.obs, rew, term, trunc, info = env.step(act)
+            done = term | trunc
+            self.countdown[done] = 0                          # a new episode starts with a decision
+            score += np.bincount(learner, info["score"] * done, M)
+            success += np.bincount(learner, info["success"] * done, M)
+            ended += np.bincount(learner, done, M)
+            for k, v in zip(names, [obs, info["final_obs"], decide, choice, choice_logp, act, act_logp,
+                                    rew, term, trunc]):
+                rec[k].append(v)
+        rec = {k: np.array(v) for k, v in rec.items()}
+        ended = np.maximum(ended, 1)
+        usage = np.bincount(rec["choice"].ravel(), minlength=K)[:K] / rec["choice"].size
+        return Rollout(**rec, score=score / ended, success=success / ended, usage=usage)
+
+
+# ---------------------------------------------------------------------------
+# Learning from a rollout: master on the macro timescale, sub-policies per step
+# ---------------------------------------------------------------------------
+
+def values(net, obs, key, G):
+    """V(obs) for flat rows, each row evaluated by network key[row] of the stack."""
+    (x,), valid = group(key, G, obs)
+    v = net(x)[..., 0]
+    out = np.empty(len(obs))
+    out[np.argsort(key, kind="stable")] = v[valid]
+    return out
+
+
+def master_transitions(ro, value, E, gamma, lam):
+    """The master's own MDP: one transition per decision.
+
+    A decision lasts from its step to the step before the same copy's next
+    decision (N steps, fewer if the episode ended, or the rollout did). Its
+    reward is the sum of the env rewards over those steps; the state it leads
+    to is the next_obs of its last step. GAE then runs over each copy's
+    sequence of decisions with the master's value function.
+    Returns the (step, copy) of each decision, its advantage and its return.
+    """
+    S, n = ro.decide.shape
+    i_idx, t_idx = np.nonzero(ro.decide.T)                # copy 0's decisions in time order, then copy 1's...
+    same_next = np.r_[i_idx[1:] == i_idx[:-1], False]     # followed by another decision of the same copy
+    last = np.where(same_next, np.r_[t_idx[1:], 0] - 1, S - 1)
+    cum = np.vstack([np.zeros((1, n)), np.cumsum(ro.rew, axis=0)])        # cum[t] = sum of rew[:t]
+    R = cum[last + 1, i_idx] - cum[t_idx, i_idx]                           # the master's reward
+    term, end = ro.term[last, i_idx], ro.term[last, i_idx] | ro.trunc[last, i_idx] | ~same_next
+    M = n // E
+    val = values(value, ro.obs[t_idx, i_idx], i_idx // E, M)
+    next_val = values(value, ro.next_obs[last, i_idx], i_idx // E, M)
+    # lay the decisions out as (J, n), the j-th decision of each copy, for GAE; padding is all zero
+    counts = np.bincount(i_idx, minlength=n)
+    j = np.arange(len(i_idx)) - np.repeat(np.cumsum(counts) - counts, counts)
+    grid = lambda x: _scatter(x, j, i_idx, (counts.max(), n))
+    adv = gae(grid(R), grid(val), grid(next_val), grid(term), grid(end), gamma, lam)[j, i_idx]
+    return t_idx, i_idx, adv, adv + val
+
+
+def _scatter(x, r, c, shape):
+    out = np.zeros(shape)
+    out[r, c] = x
+    return out
+
+
+def by_learner(x, M):
+    """(S, n, ...) -> (M, S * E, ...): each learner's steps together, for its own network."""
+    S, n = x.shape[:2]
+    y = x.reshape((S, M, n // M) + x.shape[2:])
+    return np.moveaxis(y, 1, 0).reshape((M, -1) + x.shape[2:])
+
+
+def from_learner(y, S):
+    """Inverse of by_learner."""
+    M = y.shape[0]
+    x = y.reshape((M, S, -1) + y.shape[2:])
+    return np.moveaxis(x, 0, 1).reshape((S, -1) + y.shape[2:])
+
+
+def step_advantages(ro, critic, gamma, lam):
+    """Per-step GAE of the env reward with the per-task critic, for training φ.
+
+    The critic estimates the value of the whole hierarchy on this task, so a
+    sub-policy's action is credited with everything after it, including what
+    later sub-policies earn: bootstrapping across a switch is right here,
+    because the value there is still the hierarchy's.
+    """
+    S, M = len(ro.rew), critic.p["W0"].shape[0]
+    val = from_learner(critic(by_learner(ro.obs, M))[..., 0], S)             # (S, n)
+    next_val = from_learner(critic(by_learner(ro.next_obs, M))[..., 0], S)
+    adv = gae(ro.rew, val, next_val, ro.term, ro.term | ro.trunc, gamma, lam)
+    return adv, adv + val
+
+
+def update(agent, ro, cfg, rng, train_subs=False):
+    """PPO on θ from the master's transitions; with train_subs, PPO on φ from the steps each executed.
+
+    The per-task critic (present while φ trains, warmup included, so that it
+    is ready when the joint phase starts) is fitted on every step.
+    """
+    S, n = ro.rew.shape
+    M, E = agent.M, n // agent.M
+    t, i, adv, ret = master_transitions(ro, agent.value, E, cfg.gamma, cfg.lam)
+    ppo_update(agent.master, agent.value, ro.obs[t, i], ro.choice[t, i], ro.choice_logp[t, i],
+               adv, ret, i // E, M, cfg.master_ent, cfg, rng)
+    if agent.critic is None:
+        return
+    adv, ret = step_advantages(ro, agent.critic, cfg.gamma, cfg.lam)
+    if train_subs:
+        # each sub-policy k learns only from the steps it executed, pooled over all M tasks
+        flat = lambda x: x.reshape((S * n,) + x.shape[2:])
+        K = agent.subs.p["W0"].shape[0]
+        ppo_update(agent.subs, None, flat(ro.obs), flat(ro.act), flat(ro.act_logp), flat(adv), None,
+                   flat(ro.choice), K, cfg.sub_ent, cfg, rng)
+    # the per-task critic learns the hierarchy's per-step value
+    x, r = by_learner(ro.obs, M), by_learner(ret, M)
+    train_net(agent.critic, x, np.ones(r.shape, bool), lambda out, i, w: value_loss(out, r[:, i], w), cfg, rng)
+
+
+# ---------------------------------------------------------------------------
+# Meta-training (the paper's Algorithm 1)
+# ---------------------------------------------------------------------------
+
+def meta_train(cfg, family, rng, log=print):
+    """Learn φ: rounds of {sample tasks; reset θ; W warmup iterations; U joint iterations}.
+
+    cfg.tasks tasks run side by side, each with its own fresh master, and the
+    sub-policy update pools the steps of all of them (the paper's groups).
+    Returns the sub-policies and one record per round.
+    """
+    D, A, K, M, E = family.obs_dim, family.n_actions, cfg.subpolicies, cfg.tasks, cfg.envs
+    subs = Net(rng, K, D, A, cfg, cfg.sub_lr, out_scale=0.01)
+    runner = Runner(family.make(np.zeros(M * E, dtype=int), "train", seed=child_seed(rng)), M)
+    history, t0 = [], time.time()
+    for r in range(cfg.rounds):
+        runner.set_tasks(np.repeat(family.sample(rng, M), E))
+        agent = new_agent(rng, M, D, K, cfg, cfg.master_lr, cfg.macro, subs=subs, critic=True)
+        usage, warm = np.zeros(K), None
+        for it in range(cfg.warmup + cfg.joint):
+            ro = runner.run(agent, cfg.steps, rng)
+            update(agent, ro, cfg, rng, train_subs=it >= cfg.warmup)
+            usage += ro.usage
+            if it == cfg.warmup - 1:
+                warm = float(ro.success.mean())
+        rec = {"round": r + 1, "warmup_success": warm, "joint_success": float(ro.success.mean()),
+               "usage": (usage / (cfg.warmup + cfg.joint)).round(3).tolist(), "seconds": time.time() - t0}
+        history.append(rec)
+        log(f"round {r + 1:3d}/{cfg.rounds}  success after warmup {warm or 0:.2f}"
+            f"  after joint {rec['joint_success']:.2f}  usage {' '.join(f'{u:.2f}' for u in rec['usage'])}"
+            f"  {rec['seconds']:.0f}s")
+    return subs, history
+
+
+def child_seed(rng):
+    """A seed for a child generator (an env's), drawn from the parent so one seed fixes all."""
+    return int(rng.integers(2**63))
+
+
+# ---------------------------------------------------------------------------
+# Baselines and evaluation on held-out tasks
+# ---------------------------------------------------------------------------
+
+def pretrain_shared(cfg, family, lr, rng):
+    """The "shared policy" baseline: one flat policy trained on the training tasks
+    with exactly meta-training's env steps and task schedule."""
+    D, A, M, E = family.obs_dim, family.n_actions, cfg.tasks, cfg.envs
+    agent = new_agent(rng, 1, D, A, cfg, lr)                   # one learner over all M * E copies
+    runner = Runner(family.make(np.zeros(M * E, dtype=int), "train", seed=child_seed(rng)), 1)
+    for r in range(cfg.rounds):
+        runner.set_tasks(np.repeat(family.sample(rng, M), E))
+        for it in range(cfg.warmup + cfg.joint):
+            update(agent, runner.run(agent, cfg.steps, rng), cfg, rng)
+    return agent
+
+
+def fine_tune(cfg, family, make_agent, seeds):
+    """Train fresh learners on every held-out task, `seeds` times each, all side by side.
+
+    make_agent(rng, L) builds L learners. Every method starts from the same
+    generator, so they meet the same seeds. Returns per-learner curves of
+    normalised return and success, each (L, eval_iters).
+    """
+    rng = np.random.default_rng([cfg.seed, 2])
+    tasks = np.tile(family.test_tasks, seeds)
+    L = len(tasks)
+    runner = Runner(family.make(np.repeat(tasks, cfg.envs), "test", seed=child_seed(rng)), L)
+    agent = make_agent(rng, L)
+    score, success = np.zeros((L, cfg.eval_iters)), np.zeros((L, cfg.eval_iters))
+    for it in range(cfg.eval_iters):
+        ro = runner.run(agent, cfg.steps, rng)
+        update(agent, ro, cfg, rng)
+        score[:, it], success[:, it] = ro.score, ro.success
+    return score, success
+
+
+def summarise(score, success, rng):
+    """AUC (mean normalised return over the iterations) per learner, its mean and 95% bootstrap CI."""
+    auc = score.mean(axis=1)
+    if np.ptp(auc) == 0:
+        ci = (float(auc[0]), float(auc[0]))
+    else:
+        res = bootstrap((auc,), np.mean, confidence_level=0.95, n_resamples=10000, method="percentile", rng=rng)
+        ci = (float(res.confidence_interval.low), float(res.confidence_interval.high))
+    reach = np.flatnonzero(success.mean(axis=0) >= 0.8)
+    return {"auc": float(auc.mean()), "auc_ci": list(ci),
+            "curve": score.mean(axis=0).round(4).tolist(),
+            "success_curve": success.mean(axis=0).round(4).tolist(),
+            "iters_to_80": int(reach[0]) + 1 if len(reach) else None}
+
+
+def evaluate(cfg, family, subs, flat_lr=None, log=print):
+    """The paper's measure on held-out tasks for MLSH and the three baselines."""
+    D, A, K = family.obs_dim, family.n_actions, cfg.subpolicies
+    stats_rng = np.random.default_rng([cfg.seed, 3])
+    results, t0 = {}, time.time()
+
+    def run(name, make_agent):
+        res = summarise(*fine_tune(cfg, family, make_agent, cfg.seeds), stats_rng)
+        log(f"  {name:<14s} AUC {res['auc']:.3f} [{res['auc_ci'][0]:.3f}, {res['auc_ci'][1]:.3f}]"
+            f"  80% success at iteration {res['iters_to_80']}  ({time.time() - t0:.0f}s)")
+        return res
+
+    # flat PPO from scratch: the best learning rate of a small sweep, chosen on these very tasks
+    sweep = {lr: run(f"flat lr={lr:g}", lambda rng, L, lr=lr: new_agent(rng, L, D, A, cfg, lr))
+             for lr in ([flat_lr] if flat_lr else cfg.flat_lrs)}
+    best = max(sweep, key=lambda lr: sweep[lr]["auc"])
+    results["flat"] = dict(sweep[best], lr=best, sweep={str(lr): r["auc"] for lr, r in sweep.items()})
+    results["mlsh"] = run("mlsh", lambda rng, L: new_agent(rng, L, D, K, cfg, cfg.master_lr, cfg.macro, subs=subs))
+    random_subs = Net(np.random.default_rng([cfg.seed, 4]), K, D, A, cfg, cfg.sub_lr, out_scale=0.01)
+    results["random_subs"] = run("random subs", lambda rng, L: new_agent(rng, L, D, K, cfg, cfg.master_lr,
+                                                                         cfg.macro, subs=random_subs))
+    shared = pretrain_shared(cfg, family, best, np.random.default_rng([cfg.seed, 5]))
+
+    def from_shared(rng, L):
+        agent = new_agent(rng, L, D, A, cfg, best)
+        for net, src in [(agent.master, shared.master), (agent.value, shared.value)]:
+            for k in net.p:
+                net.p[k][...] = src.p[k]          # every learner starts from the shared weights
+        return agent
+
+    results["shared"] = run("shared", from_shared)
+    return results
+
+
+# ---------------------------------------------------------------------------
+# Benchmark: rollout throughput and seconds per PPO iteration
+# ---------------------------------------------------------------------------
+
+def bench(cfg, log=print):
+    """Env steps per second with the policy's forward pass, and seconds per PPO iteration."""
+    rng = np.random.default_rng(cfg.seed)
+    family = envs.FourRoomsTasks()
+    D, A, K = family.obs_dim, family.n_actions, cfg.subpolicies
+    figures = {}
+    for copies in (64, 256):
+        for name, agent in [("flat", new_agent(rng, 1, D, A, cfg, 1e-3)),
+                            ("mlsh", new_agent(rng, 1, D, K, cfg, 1e-3, cfg.macro, subs=Net(rng, K, D, A, cfg, 1e-3)))]:
+            runner = Runner(family.make(family.sample(rng, copies), seed=0), 1)
+            runner.run(agent, 16, rng)                                  # warm up
+            t0 = time.perf_counter()
+            runner.run(agent, 256, rng)
+            rate = copies * 256 / (time.perf_counter() - t0)
+            figures[f"rollout_{name}_{copies}"] = rate
+            log(f"rollout  {name:4s} {copies:3d} envs: {rate:9,.0f} env steps/s (policy forward included)")
+    M, E = cfg.tasks, cfg.envs
+    subs = Net(rng, K, D, A, cfg, cfg.sub_lr, out_scale=0.01)
+    runner = Runner(family.make(np.repeat(family.sample(rng, M), E), seed=0), M)
+    for name, agent, joint in [("flat", new_agent(rng, M, D, A, cfg, 3e-3), False),
+                               ("mlsh", new_agent(rng, M, D, K, cfg, cfg.master_lr, cfg.macro, subs, True), True)]:
+        times = []
+        for _ in range(6):
+            t0 = time.perf_counter()
+            update(agent, runner.run(agent, cfg.steps, rng), cfg, rng, train_subs=joint)
+            times.append(time.perf_counter() - t0)
+        figures[f"iteration_{name}"] = float(np.median(times[1:]))
+        log(f"PPO iteration {name:4s} ({M} tasks x {E} envs x {cfg.steps} steps = {M * E * cfg.steps} steps):"
+            f" {figures[f'iteration_{name}']:.3f} s  (rollout and update{', joint: θ and φ' if joint else ''})")
+    return figures
+
+
+# ---------------------------------------------------------------------------
+# Command line (plumbing: options, the results file, the table)
+# ---------------------------------------------------------------------------
+
+QUICK = dict(rounds=2, tasks=2, warmup=2, joint=2, envs=4, steps=64, eval_iters=3, seeds=1, flat_lrs=(3e-3,))
+
+
+def field_help():
+    """The one-line comment beside each Config field, for --help."""
+    import inspect
+    import re
+    helps = {}
+    for line in inspect.getsource(Config).splitlines():
+        m = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.*)$", line)
+        if m:
+            helps[m.group(1)] = m.group(2)
+    return helps
+
+
+def parse_args(argv=None):
+    """Config from the command line: the env's preset, then --quick, then the flags given."""
+    p = argparse.ArgumentParser(
+        description="Meta Learning Shared Hierarchies on grid mazes: meta-train sub-policies, then "
+                    "compare how fast a fresh master learns held-out tasks against three baselines.")
+    helps = field_help()
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        h = f"{helps.get(f.name, '')} (default: {f.default})"
+        if f.type in (bool, "bool"):
+            p.add_argument(flag, action="store_true", default=None, help=h)
+        elif isinstance(f.default, tuple):
+            p.add_argument(flag, type=float, nargs="+", default=None, help=h)
+        else:
+            p.add_argument(flag, type=type(f.default), default=None, help=h)
+    p.add_argument("--quick", action="store_true", help="a tiny budget that finishes in seconds (a smoke test)")
+    p.add_argument("--bench", action="store_true", help="print rollout and update speed, then exit")
+    args = vars(p.parse_args(argv))
+    quick, do_bench = args.pop("quick"), args.pop("bench")
+    env = args["env"] or Config.env
+    if env not in PRESETS:
+        p.error(f"--env {env!r} is not a task family here; choose one of {', '.join(PRESETS)}")
+    values = {**PRESETS[env], **(QUICK if quick else {}), **{k: v for k, v in args.items() if v is not None}}
+    if "flat_lrs" in values:
+        values["flat_lrs"] = tuple(values["flat_lrs"])
+    return Config(**values), do_bench
+
+
+def write_json(path, data):
+    """Write atomically: a temporary file in the same folder, then a rename."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+def table(results):
+    lines = [f"{'method':<12s} {'AUC':>6s}  {'95% CI':<16s} {'80% success at':>14s}"]
+    for name in ["mlsh", "flat", "shared", "random_subs"]:
+        r = results[name]
+        it = "never" if r["iters_to_80"] is None else f"iteration {r['iters_to_80']}"
+        label = name + (f" lr={r['lr']:g}" if name == "flat" else "")
+        lines.append(f"{label:<12s} {r['auc']:6.3f}  [{r['auc_ci'][0]:.3f}, {r['auc_ci'][1]:.3f}]  {it:>14s}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    cfg, do_bench = parse_args(argv)
+    if do_bench:
+        bench(cfg)
+        return
+    out = os.path.abspath(cfg.out)
+    os.makedirs(out, exist_ok=True)
+    family = make_family(cfg)
+    t0 = time.time()
+    print(f"MLSH on {cfg.env}: K={cfg.subpolicies} sub-policies, N={cfg.macro}, W={cfg.warmup}, U={cfg.joint}, "
+          f"{cfg.rounds} rounds of {cfg.tasks} tasks side by side; held-out tasks: {len(family.test_tasks)}")
+    subs, history = meta_train(cfg, family, np.random.default_rng([cfg.seed, 1]))
+    t_meta = time.time() - t0
+    print(f"meta-training took {t_meta:.0f}s; fine-tuning a fresh learner on each held-out task, "
+          f"{cfg.seeds} seed(s) each, {cfg.eval_iters} iterations:")
+    results = evaluate(cfg, family, subs)
+    t_eval = time.time() - t0 - t_meta
+    write_json(os.path.join(out, "results.json"),
+               {"config": dataclasses.asdict(cfg), "methods": results, "meta_training": history,
+                "seconds": {"meta_training": t_meta, "evaluation": t_eval}})
+    print()
+    print(table(results))
+    print(f"\nAUC = mean normalised return over {cfg.eval_iters} fine-tuning iterations (1 = always the shortest path)."
+          f"\nmeta-training {t_meta:.0f}s, evaluation {t_eval:.0f}s; results in {os.path.join(out, 'results.json')}")
+
+
+if __name__ == "__main__":
+    main()
