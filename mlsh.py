@@ -31,15 +31,19 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
-from scipy.signal import lfilter
-from scipy.stats import bootstrap
+# The matrices here are small: BLAS threads cost more than they give, and
+# several runs side by side would fight over the cores. One thread each.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-import envs
+import numpy as np  # noqa: E402 (after the thread settings, which must come first)
+from scipy.signal import lfilter  # noqa: E402
+from scipy.stats import bootstrap  # noqa: E402
+
+import envs  # noqa: E402
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,378 @@
+"""Tests for mlsh.py and envs.py: gradients, advantages, environment semantics, learning.
+
+Run: python -m pytest -q
+"""
+import json
+from collections import deque
+
+import numpy as np
+import pytest
+from scipy.optimize import check_grad
+
+import envs
+import mlsh
+
+
+# ---------------------------------------------------------------------------
+# Gradients: hand-written backprop against finite differences (float64)
+# ---------------------------------------------------------------------------
+
+def _flat(p):
+    return np.concatenate([p[k].ravel() for k in sorted(p)])
+
+
+def _unflat(v, like):
+    out, i = {}, 0
+    for k in sorted(like):
+        out[k] = v[i:i + like[k].size].reshape(like[k].shape)
+        i += like[k].size
+    return out
+
+
+def _rel_err(f, g, p):
+    x0 = _flat(p)
+    return check_grad(f, g, x0, epsilon=1e-7) / np.linalg.norm(g(x0))
+
+
+def test_mlp_backward_matches_finite_differences():
+    rng = np.random.default_rng(0)
+    p = mlsh.mlp_init(rng, 3, [5, 7, 6, 4], out_scale=0.7, dtype=np.float64)   # two tanh layers, G=3
+    x = rng.standard_normal((3, 9, 5))
+    target = rng.standard_normal((3, 9, 4))
+
+    def f(v):
+        out, _ = mlsh.mlp_forward(_unflat(v, p), x)
+        return 0.5 * ((out - target) ** 2).sum()
+
+    def g(v):
+        q = _unflat(v, p)
+        out, hs = mlsh.mlp_forward(q, x)
+        return _flat(mlsh.mlp_backward(q, hs, out - target))
+
+    assert _rel_err(f, g, p) < 1e-6
+
+
+def test_ppo_and_value_loss_gradients_match_finite_differences():
+    rng = np.random.default_rng(1)
+    G, B, D, A = 2, 40, 6, 4
+    pi = mlsh.mlp_init(rng, G, [D, 8, 8, A], out_scale=1.0, dtype=np.float64)
+    vf = mlsh.mlp_init(rng, G, [D, 8, 1], dtype=np.float64)
+    x = rng.standard_normal((G, B, D))
+    act = rng.integers(0, A, (G, B))
+    logits0, _ = mlsh.mlp_forward(pi, x)
+    # old log probs spread around the current ones, so that some ratios are clipped and some not
+    old_logp = np.take_along_axis(mlsh.log_softmax(logits0), act[..., None], -1)[..., 0] + rng.normal(0, 0.3, (G, B))
+    adv = rng.standard_normal((G, B))
+    ret = rng.standard_normal((G, B))
+    w = rng.random((G, B))
+    w /= w.sum(1, keepdims=True)
+    ratio = np.exp(np.take_along_axis(mlsh.log_softmax(logits0), act[..., None], -1)[..., 0] - old_logp)
+    clipped = np.abs(ratio - 1) > 0.2
+    assert 0.1 < clipped.mean() < 0.9            # both branches of the clip are exercised
+    both = dict(pi=pi, vf=vf)
+    layout = {f"{n}.{k}": a for n, net in both.items() for k, a in net.items()}
+
+    def split(v):
+        q = _unflat(v, layout)
+        return ({k[3:]: a for k, a in q.items() if k.startswith("pi.")},
+                {k[3:]: a for k, a in q.items() if k.startswith("vf.")})
+
+    def f(v):
+        qp, qv = split(v)
+        lp, _, _ = mlsh.ppo_loss(mlsh.mlp_forward(qp, x)[0], act, old_logp, adv, w, 0.2, 0.05)
+        lv, _ = mlsh.value_loss(mlsh.mlp_forward(qv, x)[0], ret, w)
+        return (lp + lv).sum()
+
+    def g(v):
+        qp, qv = split(v)
+        out, hs = mlsh.mlp_forward(qp, x)
+        _, dlogits, _ = mlsh.ppo_loss(out, act, old_logp, adv, w, 0.2, 0.05)
+        vout, vhs = mlsh.mlp_forward(qv, x)
+        _, dv = mlsh.value_loss(vout, ret, w)
+        gp, gv = mlsh.mlp_backward(qp, hs, dlogits), mlsh.mlp_backward(qv, vhs, dv)
+        return np.concatenate([_flat(gp), _flat(gv)])
+
+    assert _rel_err(f, g, layout) < 1e-6
+
+
+def test_log_softmax_is_stable_for_large_logits():
+    z = np.array([[1000.0, 0.0, -1000.0], [5e5, 5e5, 0.0]])
+    lp = mlsh.log_softmax(z)
+    assert np.all(np.isfinite(lp))
+    assert np.allclose(np.exp(lp).sum(-1), 1.0)
+    assert np.allclose(lp[1, :2], np.log(0.5))
+
+
+def test_sample_follows_the_probabilities():
+    rng = np.random.default_rng(2)
+    logits = np.log(np.array([[0.1, 0.2, 0.7]]).repeat(60000, axis=0))
+    counts = np.bincount(mlsh.sample(rng, logits), minlength=3) / 60000
+    assert np.allclose(counts, [0.1, 0.2, 0.7], atol=0.01)
+
+
+# ---------------------------------------------------------------------------
+# Advantages
+# ---------------------------------------------------------------------------
+
+def test_discount_cumsum_example():
+    assert np.allclose(mlsh.discount_cumsum(np.array([1.0, 1.0, 1.0]), 0.5), [1.75, 1.5, 1.0])
+
+
+def test_gae_lfilter_equals_the_loop():
+    rng = np.random.default_rng(3)
+    S, n = 80, 7
+    rew, val, next_val = rng.random((S, n)), rng.standard_normal((S, n)), rng.standard_normal((S, n))
+    term = rng.random((S, n)) < 0.05
+    end = term | (rng.random((S, n)) < 0.05)
+    a = mlsh.gae_loop(rew, val, next_val, term, end, 0.99, 0.95)
+    b = mlsh.gae(rew, val, next_val, term, end, 0.99, 0.95)
+    assert np.allclose(a, b, atol=1e-10)
+    # one episode, no ends: GAE with lambda = 1 is the discounted return minus the value
+    r = rng.random((10, 1))
+    v = np.zeros((10, 1))
+    nothing = np.zeros((10, 1), bool)
+    assert np.allclose(mlsh.gae(r, v, v, nothing, nothing, 0.9, 1.0), mlsh.discount_cumsum(r, 0.9))
+
+
+def _zero_value_net(G, D):
+    cfg = mlsh.Config(hidden=4)
+    net = mlsh.Net(np.random.default_rng(0), G, D, 1, cfg, 1e-3)
+    for k in net.p:
+        net.p[k][...] = 0
+    return net
+
+
+def _rollout(decide, rew, term=None, trunc=None):
+    S, n = rew.shape
+    z = np.zeros((S, n))
+    none = np.zeros((S, n), bool)
+    return mlsh.Rollout(obs=np.zeros((S, n, 2)), next_obs=np.zeros((S, n, 2)), decide=decide,
+                        choice=z.astype(int), choice_logp=z, act=z.astype(int), act_logp=z, rew=rew,
+                        term=none if term is None else term, trunc=none if trunc is None else trunc,
+                        score=None, success=None, usage=None)
+
+
+def test_master_reward_is_the_sum_over_its_N_steps():
+    # one copy, decisions at steps 0 and 3 (N = 3); rewards at steps 1 and 5
+    decide = np.array([[1], [0], [0], [1], [0], [0]], bool)
+    rew = np.array([[0.0], [1.0], [0.0], [0.0], [0.0], [1.0]])
+    t, i, adv, ret = mlsh.master_transitions(_rollout(decide, rew), _zero_value_net(1, 2), 1, 0.5, 1.0)
+    assert list(t) == [0, 3] and list(i) == [0, 0]
+    # macro rewards are 1 and 1; with V = 0, gamma = 0.5 per decision: A = [1 + 0.5 * 1, 1]
+    assert np.allclose(adv, [1.5, 1.0])
+
+
+def test_master_transition_ends_with_the_episode():
+    # the episode terminates at step 1 (inside the first decision); step 2 starts a new one
+    decide = np.array([[1], [0], [1], [0]], bool)
+    rew = np.array([[0.0], [1.0], [0.0], [1.0]])
+    term = np.array([[0], [1], [0], [0]], bool)
+    t, i, adv, ret = mlsh.master_transitions(_rollout(decide, rew, term=term), _zero_value_net(1, 2), 1, 0.5, 1.0)
+    assert list(t) == [0, 2]
+    assert np.allclose(adv, [1.0, 1.0])      # no credit flows across the episode end
+
+
+def test_group_and_by_learner_round_trip():
+    rng = np.random.default_rng(4)
+    key = rng.integers(0, 3, 20)
+    x = rng.standard_normal((20, 2))
+    (g,), valid = mlsh.group(key, 3, x)
+    assert valid.sum() == 20 and np.allclose(np.sort(g[valid], axis=0), np.sort(x, axis=0))
+    for k in range(3):
+        assert np.allclose(g[k][valid[k]], x[key == k])
+    y = rng.standard_normal((5, 6, 2))           # S=5 steps, n=6 copies, 3 learners
+    assert np.allclose(mlsh.from_learner(mlsh.by_learner(y, 3), 5), y)
+
+
+# ---------------------------------------------------------------------------
+# Environments
+# ---------------------------------------------------------------------------
+
+def _bfs(maze, src, blocked=None):
+    dist = {src: 0}
+    q = deque([src])
+    while q:
+        c = q.popleft()
+        for a in range(4):
+            d = int(maze.next_cell[c, a])
+            if d not in dist and d != blocked:
+                dist[d] = dist[c] + 1
+                q.append(d)
+    return dist
+
+
+def test_four_rooms_layout():
+    m = envs.Maze(envs.FOUR_ROOMS)
+    assert m.n_cells == 104
+    assert (m.dist >= 0).all()                    # one connected maze
+    # four doorways: free cells with walls on two opposite sides, joining two rooms
+    doors = [c for c in range(m.n_cells)
+             if (m.next_cell[c, 0] == c and m.next_cell[c, 2] == c) or (m.next_cell[c, 1] == c and m.next_cell[c, 3] == c)]
+    assert len(doors) == 4
+
+
+def test_bfs_matches_a_plain_breadth_first_search():
+    m = envs.Maze(envs.FOUR_ROOMS)
+    for src in [0, 17, 50, 103]:
+        ref = _bfs(m, src)
+        assert all(m.dist[src, d] == ref[d] for d in range(m.n_cells))
+
+
+def test_walls_stop_moves():
+    env = envs.FourRooms(tasks=[103], seed=0)
+    env.reset()
+    start = env.pos[0]
+    obs, *_ = env.step(np.array([0]))            # up, from the top-left corner: a wall
+    assert env.pos[0] == start
+    obs, *_ = env.step(np.array([3]))            # left: a wall
+    assert env.pos[0] == start
+    obs, *_ = env.step(np.array([1]))            # right: free
+    assert env.pos[0] == start + 1 and obs[0].argmax() == start + 1
+
+
+def test_slip_replaces_the_move_by_one_of_the_other_three():
+    maze = envs.Maze(envs.OPEN_8X8)
+    centre = int(maze.index[4, 4])
+    env = envs.FourRooms(tasks=np.full(30000, int(maze.index[1, 1])), start=centre, slip=1 / 3, seed=5,
+                         rows=envs.OPEN_8X8)
+    env.reset()
+    env.step(np.zeros(30000, dtype=int))          # everyone asks for "up"
+    moved = env.pos - centre
+    frac = {name: np.mean(moved == d) for name, d in [("up", -8), ("right", 1), ("down", 8), ("left", -1)]}
+    assert abs(frac["up"] - 2 / 3) < 0.015
+    for name in ["right", "down", "left"]:
+        assert abs(frac[name] - 1 / 9) < 0.01
+
+
+def test_terminated_and_truncated_are_kept_apart():
+    env = envs.FourRooms(tasks=[1, 103], max_steps=3, seed=0)    # copy 0: goal next to the start
+    env.reset()
+    obs, rew, term, trunc, info = env.step(np.array([1, 1]))
+    assert term[0] and not trunc[0] and rew[0] == 1.0 and info["success"][0]
+    assert info["score"][0] == 1.0                                  # shortest path: optimal
+    assert info["final_obs"][0].argmax() == 1 and obs[0].argmax() == 0   # auto-reset to the start
+    env.step(np.array([0, 0]))
+    obs, rew, term, trunc, info = env.step(np.array([0, 0]))
+    assert trunc[1] and not term[1] and rew[1] == 0.0 and info["score"][1] == 0.0
+
+
+def test_same_seed_gives_the_same_trajectory_in_lockstep():
+    rng = np.random.default_rng(6)
+    a = envs.FourRooms(tasks=np.arange(1, 9), start=None, slip=0.3, seed=11)
+    b = envs.FourRooms(tasks=np.arange(1, 9), start=None, slip=0.3, seed=11)
+    oa, _ = a.reset()
+    ob, _ = b.reset()
+    for _ in range(200):
+        assert np.array_equal(oa, ob)
+        act = rng.integers(0, 4, 8)
+        oa, ra, ta, ua, _ = a.step(act)
+        ob, rb, tb, ub, _ = b.step(act)
+        assert np.array_equal(ra, rb) and np.array_equal(ta, tb) and np.array_equal(ua, ub)
+
+
+def test_single_env_has_the_gymnasium_shape():
+    env = envs.SingleEnv(envs.FourRooms(tasks=[5], seed=0))
+    obs, info = env.reset(seed=3, options={"task": 2})
+    assert obs.shape == env.observation_shape == (104,) and obs.dtype == np.float32
+    assert env.action_space_n == 4
+    obs, r, term, trunc, info = env.step(1)        # goal 2 is two cells right of the start 'S' (cell 0)
+    assert isinstance(r, float) and isinstance(term, bool) and isinstance(trunc, bool)
+    assert not term and r == 0.0
+    obs, r, term, trunc, info = env.step(1)
+    assert term and r == 1.0 and obs.argmax() == 2   # no auto-reset in the single env
+    with pytest.raises(RuntimeError):
+        env.step(1)
+    env.reset()
+    with pytest.raises(ValueError):
+        env.step(4)
+
+
+def test_bandits_wrong_mark_ends_the_episode_unpaid():
+    fam = envs.BanditTasks()
+    env = fam.make(np.zeros(2000, dtype=int), "train", seed=0)
+    env.reset()
+    assert not (env.marks[:, 0] == env.marks[:, 1]).any() and not (env.marks == env.pos[:, None]).any()
+    env.pos[:] = env.marks[:, 1]                  # put every copy on the unpaid mark
+    ended, paid = env._outcome()
+    assert ended.all() and not paid.any()
+    # observation: position, then offsets to mark 0 and mark 1
+    obs = env._observe()
+    rc = env.maze.cells / np.array([10, 10])
+    assert np.allclose(obs[:, 4:6], rc[env.marks[:, 1]] - rc[env.pos], atol=1e-6)
+
+
+def test_bandit_layouts_are_split_and_best_paths_avoid_the_other_mark():
+    fam = envs.BanditTasks()
+    train = {tuple(p) for p in fam.pairs["train"]}
+    test = {tuple(p) for p in fam.pairs["test"]}
+    assert train and test and not train & test
+    env = fam.make(np.ones(300, dtype=int), "test", seed=1)
+    env.reset()
+    assert all(tuple(sorted(m)) in test for m in env.marks)
+    for i in range(300):
+        ref = _bfs(env.maze, int(env.pos[i]), blocked=int(env.marks[i, 0]))
+        assert env.best[i] == ref[int(env.marks[i, 1])]
+
+
+def test_four_rooms_split_is_fixed_and_disjoint():
+    a, b = envs.FourRoomsTasks(), envs.FourRoomsTasks()
+    assert np.array_equal(a.test_tasks, b.test_tasks)
+    assert not set(a.test_tasks) & set(a.train_tasks)
+    assert (a.maze.dist[a.maze.start, a.test_tasks] >= 10).all()
+    assert len(a.train_tasks) + len(a.test_tasks) == 103     # every cell but the start
+
+
+# ---------------------------------------------------------------------------
+# Learning (fixed seeds)
+# ---------------------------------------------------------------------------
+
+def test_flat_ppo_solves_a_four_rooms_goal():
+    cfg = mlsh.Config(eval_iters=12, seeds=1)
+    fam = envs.FourRoomsTasks()
+    fam.test_tasks = fam.test_tasks[:2]
+    score, success = mlsh.fine_tune(cfg, fam, lambda rng, L: mlsh.new_agent(rng, L, fam.obs_dim, 4, cfg, 0.03), 1)
+    assert success[:, :2].mean() < 0.5              # it did not start out solved
+    assert success[:, -3:].mean() > 0.9 and score[:, -3:].mean() > 0.7
+
+
+def test_mlsh_beats_flat_on_bandits():
+    cfg, _ = mlsh.parse_args(["--env", "bandits", "--rounds", "6", "--seeds", "2", "--eval-iters", "10"])
+    fam = mlsh.make_family(cfg)
+    subs, history = mlsh.meta_train(cfg, fam, np.random.default_rng([cfg.seed, 1]), log=lambda s: None)
+    assert history[-1]["warmup_success"] > 0.8      # a fresh master is good after the warmup alone
+    D, A, K = fam.obs_dim, fam.n_actions, cfg.subpolicies
+    mlsh_curve, _ = mlsh.fine_tune(cfg, fam, lambda rng, L: mlsh.new_agent(rng, L, D, K, cfg, cfg.master_lr,
+                                                                          cfg.macro, subs=subs), 2)
+    flat_curve, _ = mlsh.fine_tune(cfg, fam, lambda rng, L: mlsh.new_agent(rng, L, D, A, cfg, 0.03), 2)
+    assert mlsh_curve.mean() > 1.3 * flat_curve.mean()
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+def test_quick_run_writes_results(tmp_path):
+    mlsh.main(["--quick", "--env", "bandits", "--out", str(tmp_path)])
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["config"]["env"] == "bandits"
+    for name in ["mlsh", "flat", "shared", "random_subs"]:
+        r = res["methods"][name]
+        assert set(r) >= {"auc", "auc_ci", "curve", "iters_to_80"}
+        assert r["auc_ci"][0] <= r["auc"] <= r["auc_ci"][1]
+        assert len(r["curve"]) == res["config"]["eval_iters"]
+
+
+def test_same_seed_same_results(tmp_path):
+    mlsh.main(["--quick", "--out", str(tmp_path / "a")])
+    mlsh.main(["--quick", "--out", str(tmp_path / "b")])
+    a = json.loads((tmp_path / "a" / "results.json").read_text())["methods"]
+    b = json.loads((tmp_path / "b" / "results.json").read_text())["methods"]
+    assert a == b
+
+
+def test_help_lists_every_config_field(capsys):
+    with pytest.raises(SystemExit):
+        mlsh.parse_args(["--help"])
+    text = capsys.readouterr().out
+    for f in mlsh.dataclasses.fields(mlsh.Config):
+        assert "--" + f.name.replace("_", "-") in text
