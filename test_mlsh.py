@@ -79,14 +79,14 @@ def test_ppo_and_value_loss_gradients_match_finite_differences():
 
     def f(v):
         qp, qv = split(v)
-        lp, _, _ = mlsh.ppo_loss(mlsh.mlp_forward(qp, x)[0], act, old_logp, adv, w, 0.2, 0.05)
+        lp, _ = mlsh.ppo_loss(mlsh.mlp_forward(qp, x)[0], act, old_logp, adv, w, 0.2, 0.05)
         lv, _ = mlsh.value_loss(mlsh.mlp_forward(qv, x)[0], ret, w)
         return (lp + lv).sum()
 
     def g(v):
         qp, qv = split(v)
         out, hs = mlsh.mlp_forward(qp, x)
-        _, dlogits, _ = mlsh.ppo_loss(out, act, old_logp, adv, w, 0.2, 0.05)
+        _, dlogits = mlsh.ppo_loss(out, act, old_logp, adv, w, 0.2, 0.05)
         vout, vhs = mlsh.mlp_forward(qv, x)
         _, dv = mlsh.value_loss(vout, ret, w)
         gp, gv = mlsh.mlp_backward(qp, hs, dlogits), mlsh.mlp_backward(qv, vhs, dv)
