@@ -14,7 +14,7 @@ Environments are batched: `n` copies step together as arrays, every copy with
 its own task, so that many tasks run side by side with no Python loop over
 copies. The interface follows Gymnasium without depending on it:
 
-    env = FourRooms(tasks=[goal_cell] * 64, seed=0)
+    env = GoalMaze(tasks=[goal_cell] * 64, seed=0)
     obs, info = env.reset()                          # obs (n, obs_dim)
     obs, rew, terminated, truncated, info = env.step(actions)   # actions (n,)
 
@@ -26,6 +26,8 @@ Legend of a maze file (a list of equal-length strings):
     '.'  free cell (also ' ', for readability)
     'S'  free cell, the start cell (optional; at most one)
 """
+from types import SimpleNamespace
+
 import numpy as np
 
 # Actions: 0 up, 1 right, 2 down, 3 left, as (row, column) moves.
@@ -120,6 +122,25 @@ def bfs_distances(adjacency):
     return dist
 
 
+def read_maze(path):
+    """Read a maze file in the legend above: one row per line, all rows of one length."""
+    with open(path) as f:
+        rows = [line.rstrip("\n") for line in f]
+    while rows and not rows[-1].strip():
+        rows.pop()                                   # trailing blank lines
+    if not rows:
+        raise ValueError(f"{path}: the file holds no maze")
+    for r, row in enumerate(rows, 1):
+        if len(row) != len(rows[0]):
+            raise ValueError(f"{path}: line {r} has {len(row)} characters, line 1 has {len(rows[0])}; "
+                             f"every row must be as long as the first")
+        for c, ch in enumerate(row, 1):
+            if ch not in (WALL, FREE, START, " "):
+                raise ValueError(f"{path}: line {r}, column {c}: {ch!r} is not in the legend "
+                                 f"('#' wall, '.' or ' ' free, 'S' start)")
+    return rows
+
+
 # ---------------------------------------------------------------------------
 # Batched environment: n copies of a maze stepping together
 # ---------------------------------------------------------------------------
@@ -155,6 +176,7 @@ class GridEnv:
         self.slip = slip
         self.autoreset = autoreset
         self.n_actions = 4
+        self.action_space = SimpleNamespace(n=4)    # Gymnasium's Discrete(4), as far as it is used here
         self.rng = np.random.default_rng(seed)
         self.pos = np.zeros(self.n, dtype=int)      # current cell of each copy
         self.t = np.zeros(self.n, dtype=int)        # steps taken in the current episode
@@ -223,13 +245,15 @@ class GridEnv:
         return (self.obs_dim,)
 
 
-class FourRooms(GridEnv):
-    """Four Rooms (Sutton et al. 1999); a task is a goal cell.
+class GoalMaze(GridEnv):
+    """A maze where a task is a goal cell: Four Rooms (Sutton et al. 1999) by default.
 
-    Description: 13x13 grid, four rooms joined by four one-cell doorways.
+    Description: by default the 13x13 Four Rooms grid, four rooms joined by
+        four one-cell doorways; any maze in the legend above works (`rows`).
     Actions: 0 up, 1 right, 2 down, 3 left.
-    Observation: one-hot of the agent's cell, shape (104,), float32. The goal
-        is not in the observation: a learner finds it from reward.
+    Observation: one-hot of the agent's cell, shape (n_cells,) = (104,) for
+        Four Rooms, float32. The goal is not in the observation: a learner
+        finds it from reward.
     Rewards: +1 on reaching the goal, 0 otherwise.
     Termination: reaching the goal (terminated); `max_steps` (truncated).
     Arguments: tasks (goal cell per copy), start (cell number, or None for a
@@ -259,6 +283,10 @@ class FourRooms(GridEnv):
 
     def _observe(self):
         return self._eye[self.pos]
+
+    def obs_at(self, cells, i=0):
+        """Observations with the agent at each of `cells`, in copy i's episode (for drawing policies)."""
+        return self._eye[cells]
 
     def _marks(self, i):
         return {int(self.tasks[i]): "G", int(self.pos[i]): "A"}
@@ -317,9 +345,16 @@ class MovingBandits(GridEnv):
         return on.any(axis=1), paid
 
     def _observe(self):
-        rc = self._rc[self.pos]                           # (n, 2)
-        off0 = self._rc[self.marks[:, 0]] - rc
-        off1 = self._rc[self.marks[:, 1]] - rc
+        return self._features(self.pos, self.marks)
+
+    def obs_at(self, cells, i=0):
+        """Observations with the agent at each of `cells` and copy i's marks (for drawing policies)."""
+        return self._features(np.asarray(cells), np.repeat(self.marks[i:i + 1], len(cells), axis=0))
+
+    def _features(self, pos, marks):
+        rc = self._rc[pos]                                 # (n, 2)
+        off0 = self._rc[marks[:, 0]] - rc
+        off1 = self._rc[marks[:, 1]] - rc
         scale = np.array([(self.maze.height - 1) / self.maze.height, (self.maze.width - 1) / self.maze.width])
         return np.concatenate([rc / scale, off0, off1], axis=1).astype(np.float32)
 
@@ -338,7 +373,7 @@ class SingleEnv:
             raise ValueError(f"SingleEnv wraps a one-copy env; this one has {env.n} copies")
         env.autoreset = False
         self.env = env
-        self.action_space_n = env.n_actions
+        self.action_space = env.action_space
         self.observation_shape = env.obs_shape
         self.done = True
 
@@ -353,7 +388,7 @@ class SingleEnv:
         if self.done:
             raise RuntimeError("the episode has ended: call reset() before step()")
         if not isinstance(action, (int, np.integer)):
-            raise ValueError(f"action must be an int in 0..{self.action_space_n - 1}, got {action!r}")
+            raise ValueError(f"action must be an int in 0..{self.action_space.n - 1}, got {action!r}")
         obs, r, term, trunc, info = self.env.step(np.array([action]))
         self.done = bool(term[0] or trunc[0])
         info = {k: v[0] for k, v in info.items()}
@@ -380,25 +415,38 @@ class TaskFamily:
         return rng.choice(self.train_tasks, size=n)
 
 
-class FourRoomsTasks(TaskFamily):
-    """Goals in Four Rooms. Held out: `n_test` goals at least `min_dist` moves from the start,
-    chosen once by `split_seed`; training goals are all the other free cells but the start."""
+class GoalTasks(TaskFamily):
+    """Goal cells of a maze (Four Rooms by default).
 
-    name = "fourrooms"
+    Held out: `n_test` goals (at most a quarter of them) chosen once by
+    `split_seed` among the cells at least `min_dist` moves from the maze's
+    'S' cell (or, if too few are that far, among the farther half; or among
+    all cells if the maze has no 'S'). Training goals: every other free cell
+    but 'S'. start="S" starts every episode at 'S'; start=None anywhere.
+    """
 
     def __init__(self, start="S", slip=0.0, max_steps=50, n_test=16, min_dist=10, split_seed=1234, rows=FOUR_ROOMS):
         self.maze = Maze(rows)
         self.rows, self.start, self.slip, self.max_steps = rows, start, slip, max_steps
-        s = self.maze.start if start == "S" else start
-        cells = np.array([c for c in range(self.maze.n_cells) if c != s])
-        far = cells[self.maze.dist[self.maze.start if s is None else s, cells] >= min_dist]
+        if start == "S" and self.maze.start is None:
+            raise ValueError("this maze has no start cell 'S': add one, or use a random start")
+        ref = self.maze.start
+        cells = np.array([c for c in range(self.maze.n_cells) if c != ref])
+        n_test = min(n_test, len(cells) // 4)
+        if ref is None:
+            far = cells
+        else:
+            dist = self.maze.dist[ref, cells]
+            far = cells[dist >= min_dist]
+            if len(far) < n_test:
+                far = cells[np.argsort(-dist, kind="stable")[:max(n_test, len(cells) // 2)]]
         rng = np.random.default_rng(split_seed)
         self.test_tasks = np.sort(rng.choice(far, size=n_test, replace=False))
         self.train_tasks = np.setdiff1d(cells, self.test_tasks)
         self.obs_dim, self.n_actions = self.maze.n_cells, 4
 
     def make(self, tasks, split="train", seed=None):
-        return FourRooms(tasks, start=self.start, slip=self.slip, max_steps=self.max_steps, seed=seed, rows=self.rows)
+        return GoalMaze(tasks, start=self.start, slip=self.slip, max_steps=self.max_steps, seed=seed, rows=self.rows)
 
 
 class BanditTasks(TaskFamily):
@@ -425,7 +473,7 @@ class BanditTasks(TaskFamily):
 
 
 if __name__ == "__main__":
-    fr = FourRoomsTasks()
+    fr = GoalTasks()
     env = fr.make([fr.test_tasks[0]], seed=0)
     env.reset()
     print(f"Four Rooms: {fr.maze.n_cells} free cells, {len(fr.train_tasks)} training goals, "

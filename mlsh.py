@@ -98,7 +98,7 @@ PRESETS = {  # per task family; any flag given on the command line wins
 
 def make_family(cfg):
     if cfg.env == "fourrooms":
-        return envs.FourRoomsTasks(start=None if cfg.random_start else "S", slip=cfg.slip, max_steps=cfg.max_steps)
+        return envs.GoalTasks(start=None if cfg.random_start else "S", slip=cfg.slip, max_steps=cfg.max_steps)
     if cfg.env == "bandits":
         return envs.BanditTasks(slip=cfg.slip, max_steps=cfg.max_steps)
     raise ValueError(f"unknown env {cfg.env!r}: choose fourrooms or bandits")
@@ -695,7 +695,7 @@ def evaluate(cfg, family, subs, flat_lr=None, log=print):
 def bench(cfg, log=print):
     """Env steps per second with the policy's forward pass, and seconds per PPO iteration."""
     rng = np.random.default_rng(cfg.seed)
-    family = envs.FourRoomsTasks()
+    family = envs.GoalTasks()
     D, A, K = family.obs_dim, family.n_actions, cfg.subpolicies
     figures = {}
     for copies in (64, 256):

@@ -219,7 +219,7 @@ def test_bfs_matches_a_plain_breadth_first_search():
 
 
 def test_walls_stop_moves():
-    env = envs.FourRooms(tasks=[103], seed=0)
+    env = envs.GoalMaze(tasks=[103], seed=0)
     env.reset()
     start = env.pos[0]
     obs, *_ = env.step(np.array([0]))            # up, from the top-left corner: a wall
@@ -233,7 +233,7 @@ def test_walls_stop_moves():
 def test_slip_replaces_the_move_by_one_of_the_other_three():
     maze = envs.Maze(envs.OPEN_8X8)
     centre = int(maze.index[4, 4])
-    env = envs.FourRooms(tasks=np.full(30000, int(maze.index[1, 1])), start=centre, slip=1 / 3, seed=5,
+    env = envs.GoalMaze(tasks=np.full(30000, int(maze.index[1, 1])), start=centre, slip=1 / 3, seed=5,
                          rows=envs.OPEN_8X8)
     env.reset()
     env.step(np.zeros(30000, dtype=int))          # everyone asks for "up"
@@ -245,7 +245,7 @@ def test_slip_replaces_the_move_by_one_of_the_other_three():
 
 
 def test_terminated_and_truncated_are_kept_apart():
-    env = envs.FourRooms(tasks=[1, 103], max_steps=3, seed=0)    # copy 0: goal next to the start
+    env = envs.GoalMaze(tasks=[1, 103], max_steps=3, seed=0)    # copy 0: goal next to the start
     env.reset()
     obs, rew, term, trunc, info = env.step(np.array([1, 1]))
     assert term[0] and not trunc[0] and rew[0] == 1.0 and info["success"][0]
@@ -258,8 +258,8 @@ def test_terminated_and_truncated_are_kept_apart():
 
 def test_same_seed_gives_the_same_trajectory_in_lockstep():
     rng = np.random.default_rng(6)
-    a = envs.FourRooms(tasks=np.arange(1, 9), start=None, slip=0.3, seed=11)
-    b = envs.FourRooms(tasks=np.arange(1, 9), start=None, slip=0.3, seed=11)
+    a = envs.GoalMaze(tasks=np.arange(1, 9), start=None, slip=0.3, seed=11)
+    b = envs.GoalMaze(tasks=np.arange(1, 9), start=None, slip=0.3, seed=11)
     oa, _ = a.reset()
     ob, _ = b.reset()
     for _ in range(200):
@@ -271,10 +271,10 @@ def test_same_seed_gives_the_same_trajectory_in_lockstep():
 
 
 def test_single_env_has_the_gymnasium_shape():
-    env = envs.SingleEnv(envs.FourRooms(tasks=[5], seed=0))
+    env = envs.SingleEnv(envs.GoalMaze(tasks=[5], seed=0))
     obs, info = env.reset(seed=3, options={"task": 2})
     assert obs.shape == env.observation_shape == (104,) and obs.dtype == np.float32
-    assert env.action_space_n == 4
+    assert env.action_space.n == 4
     obs, r, term, trunc, info = env.step(1)        # goal 2 is two cells right of the start 'S' (cell 0)
     assert isinstance(r, float) and isinstance(term, bool) and isinstance(trunc, bool)
     assert not term and r == 0.0
@@ -315,7 +315,7 @@ def test_bandit_layouts_are_split_and_best_paths_avoid_the_other_mark():
 
 
 def test_four_rooms_split_is_fixed_and_disjoint():
-    a, b = envs.FourRoomsTasks(), envs.FourRoomsTasks()
+    a, b = envs.GoalTasks(), envs.GoalTasks()
     assert np.array_equal(a.test_tasks, b.test_tasks)
     assert not set(a.test_tasks) & set(a.train_tasks)
     assert (a.maze.dist[a.maze.start, a.test_tasks] >= 10).all()
@@ -328,7 +328,7 @@ def test_four_rooms_split_is_fixed_and_disjoint():
 
 def test_flat_ppo_solves_a_four_rooms_goal():
     cfg = mlsh.Config(eval_iters=12, seeds=1)
-    fam = envs.FourRoomsTasks()
+    fam = envs.GoalTasks()
     fam.test_tasks = fam.test_tasks[:2]
     score, success = mlsh.fine_tune(cfg, fam, lambda rng, L: mlsh.new_agent(rng, L, fam.obs_dim, 4, cfg, 0.03), 1)
     assert success[:, :2].mean() < 0.5              # it did not start out solved
