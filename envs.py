@@ -237,8 +237,8 @@ class GridEnv:
         return obs, reward, terminated, truncated, info
 
     def render(self, i=0):
-        """Text picture of copy i: 'A' the agent, '#' walls."""
-        return self.maze.render(self._marks(i))
+        """Text picture of copy i: 'A' the agent, '#' walls, and the task's landmarks."""
+        return self.maze.render({**self.landmarks(i), int(self.pos[i]): "A"})
 
     @property
     def obs_shape(self):
@@ -288,8 +288,9 @@ class GoalMaze(GridEnv):
         """Observations with the agent at each of `cells`, in copy i's episode (for drawing policies)."""
         return self._eye[cells]
 
-    def _marks(self, i):
-        return {int(self.tasks[i]): "G", int(self.pos[i]): "A"}
+    def landmarks(self, i=0):
+        """Cells to draw in copy i's picture: the goal, 'G'."""
+        return {int(self.tasks[i]): "G"}
 
 
 class MovingBandits(GridEnv):
@@ -358,11 +359,10 @@ class MovingBandits(GridEnv):
         scale = np.array([(self.maze.height - 1) / self.maze.height, (self.maze.width - 1) / self.maze.width])
         return np.concatenate([rc / scale, off0, off1], axis=1).astype(np.float32)
 
-    def _marks(self, i):
+    def landmarks(self, i=0):
+        """Cells to draw in copy i's picture: the paying mark '$', the other one by its number."""
         paying = int(self.tasks[i])
-        m = {int(self.marks[i, j]): (str(j).upper() if j != paying else "$") for j in (0, 1)}
-        m[int(self.pos[i])] = "A"
-        return m
+        return {int(self.marks[i, j]): ("$" if j == paying else str(j)) for j in (0, 1)}
 
 
 class SingleEnv:

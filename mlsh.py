@@ -57,6 +57,7 @@ class Config:
     max_steps: int = 50             # T: episode step limit
     slip: float = 0.0               # chance that a move is replaced by one of the other three
     random_start: bool = False      # fourrooms: start anywhere, not at the fixed cell 'S'
+    maze: str = ""                  # fourrooms: a maze file of your own instead (legend in envs.py)
     # hierarchy
     subpolicies: int = 4            # K: number of sub-policies
     macro: int = 5                  # N: steps each master decision lasts
@@ -97,9 +98,14 @@ PRESETS = {  # per task family; any flag given on the command line wins
 
 
 def make_family(cfg):
+    """The task distribution the config names: goal cells of a maze, or Moving Bandits."""
     if cfg.env == "fourrooms":
-        return envs.GoalTasks(start=None if cfg.random_start else "S", slip=cfg.slip, max_steps=cfg.max_steps)
+        rows = envs.read_maze(cfg.maze) if cfg.maze else envs.FOUR_ROOMS
+        return envs.GoalTasks(start=None if cfg.random_start else "S", slip=cfg.slip, max_steps=cfg.max_steps,
+                              rows=rows)
     if cfg.env == "bandits":
+        if cfg.maze:
+            raise ValueError("--maze makes goal tasks on your maze: use it with --env fourrooms")
         return envs.BanditTasks(slip=cfg.slip, max_steps=cfg.max_steps)
     raise ValueError(f"unknown env {cfg.env!r}: choose fourrooms or bandits")
 
@@ -174,8 +180,9 @@ class Adam:
 class Net:
     """A stack of G MLPs (policies or value functions) with its own Adam state."""
 
-    def __init__(self, rng, G, n_in, n_out, cfg, lr, out_scale=1.0):
-        self.p = mlp_init(rng, G, [n_in] + [cfg.hidden] * cfg.layers + [n_out], out_scale)
+    def __init__(self, rng, G, n_in, n_out, cfg, lr, out_scale=1.0, params=None):
+        self.p = params if params is not None else mlp_init(rng, G, [n_in] + [cfg.hidden] * cfg.layers + [n_out],
+                                                            out_scale)
         self.opt = Adam(self.p, lr)
 
     def __call__(self, x):
@@ -567,18 +574,32 @@ def update(agent, ro, cfg, rng, train_subs=False):
 # Meta-training (the paper's Algorithm 1)
 # ---------------------------------------------------------------------------
 
-def meta_train(cfg, family, rng, log=print):
+def meta_train(cfg, family, rng, log=print, resume=None, save=None):
     """Learn φ: rounds of {sample tasks; reset θ; W warmup iterations; U joint iterations}.
 
     cfg.tasks tasks run side by side, each with its own fresh master, and the
     sub-policy update pools the steps of all of them (the paper's groups).
-    Returns the sub-policies and one record per round.
+    resume: a checkpoint (see load_checkpoint) to carry on from; save(state):
+    called after every round. Returns the sub-policies and one record per round.
+
+    Progress, one line per round:
+        round r/R  tasks M  warmup-success w  joint-success j  usage u_1..u_K  steps/s  elapsed  eta
+    where w and j are the success rates of the last warmup and the last joint
+    iteration, and u_k the fraction of steps sub-policy k acted in the round
+    (a collapse shows as one u_k near 1).
     """
     D, A, K, M, E = family.obs_dim, family.n_actions, cfg.subpolicies, cfg.tasks, cfg.envs
     subs = Net(rng, K, D, A, cfg, cfg.sub_lr, out_scale=0.01)
     runner = Runner(family.make(np.zeros(M * E, dtype=int), "train", seed=child_seed(rng)), M)
-    history, t0 = [], time.time()
-    for r in range(cfg.rounds):
+    history = []
+    if resume is not None:   # weights, optimiser and both generators as they were after the saved round
+        subs.p, subs.opt = resume["subs"], resume["opt"]
+        rng.bit_generator.state = resume["rng"]
+        runner.env.rng.bit_generator.state = resume["env_rng"]
+        history = resume["history"]
+    t0, first = time.time(), len(history)
+    steps_per_round = (cfg.warmup + cfg.joint) * M * E * cfg.steps
+    for r in range(first, cfg.rounds):
         runner.set_tasks(np.repeat(family.sample(rng, M), E))
         agent = new_agent(rng, M, D, K, cfg, cfg.master_lr, cfg.macro, subs=subs, critic=True)
         usage, warm = np.zeros(K), None
@@ -588,12 +609,17 @@ def meta_train(cfg, family, rng, log=print):
             usage += ro.usage
             if it == cfg.warmup - 1:
                 warm = float(ro.success.mean())
-        rec = {"round": r + 1, "warmup_success": warm, "joint_success": float(ro.success.mean()),
-               "usage": (usage / (cfg.warmup + cfg.joint)).round(3).tolist(), "seconds": time.time() - t0}
+        elapsed = time.time() - t0
+        done = r + 1 - first
+        rec = {"round": r + 1, "tasks": M, "warmup_success": warm, "joint_success": float(ro.success.mean()),
+               "usage": (usage / (cfg.warmup + cfg.joint)).round(3).tolist()}
         history.append(rec)
-        log(f"round {r + 1:3d}/{cfg.rounds}  success after warmup {warm or 0:.2f}"
-            f"  after joint {rec['joint_success']:.2f}  usage {' '.join(f'{u:.2f}' for u in rec['usage'])}"
-            f"  {rec['seconds']:.0f}s")
+        log(f"round {r + 1:3d}/{cfg.rounds}  tasks {M}  warmup-success {warm if warm is not None else float('nan'):.2f}"
+            f"  joint-success {rec['joint_success']:.2f}  usage {' '.join(f'{u:.2f}' for u in rec['usage'])}"
+            f"  {done * steps_per_round / elapsed:,.0f} steps/s  elapsed {elapsed:.0f}s"
+            f"  eta {elapsed / done * (cfg.rounds - r - 1):.0f}s")
+        if save is not None:
+            save({"subs": subs, "history": history, "rng": rng, "env_rng": runner.env.rng})
     return subs, history
 
 
@@ -624,7 +650,8 @@ def fine_tune(cfg, family, make_agent, seeds):
 
     make_agent(rng, L) builds L learners. Every method starts from the same
     generator, so they meet the same seeds. Returns per-learner curves of
-    normalised return and success, each (L, eval_iters).
+    normalised return and success, each (L, eval_iters), and the trained
+    learners (learner l ran held-out task l % n_tasks).
     """
     rng = np.random.default_rng([cfg.seed, 2])
     tasks = np.tile(family.test_tasks, seeds)
@@ -636,7 +663,7 @@ def fine_tune(cfg, family, make_agent, seeds):
         ro = runner.run(agent, cfg.steps, rng)
         update(agent, ro, cfg, rng)
         score[:, it], success[:, it] = ro.score, ro.success
-    return score, success
+    return score, success, agent
 
 
 def summarise(score, success, rng):
@@ -648,20 +675,29 @@ def summarise(score, success, rng):
         res = bootstrap((auc,), np.mean, confidence_level=0.95, n_resamples=10000, method="percentile", rng=rng)
         ci = (float(res.confidence_interval.low), float(res.confidence_interval.high))
     reach = np.flatnonzero(success.mean(axis=0) >= 0.8)
+    half = 1.96 * score.std(axis=0) / np.sqrt(len(score))        # normal-approximation band, per iteration
     return {"auc": float(auc.mean()), "auc_ci": list(ci),
             "curve": score.mean(axis=0).round(4).tolist(),
+            "curve_band": [(score.mean(0) - half).clip(0, 1).round(4).tolist(),
+                           (score.mean(0) + half).clip(0, 1).round(4).tolist()],
             "success_curve": success.mean(axis=0).round(4).tolist(),
             "iters_to_80": int(reach[0]) + 1 if len(reach) else None}
 
 
 def evaluate(cfg, family, subs, flat_lr=None, log=print):
-    """The paper's measure on held-out tasks for MLSH and the three baselines."""
+    """The paper's measure on held-out tasks for MLSH and the three baselines.
+
+    Returns the results per method and MLSH's trained masters (for pictures).
+    """
     D, A, K = family.obs_dim, family.n_actions, cfg.subpolicies
     stats_rng = np.random.default_rng([cfg.seed, 3])
     results, t0 = {}, time.time()
 
+    learners = {}
+
     def run(name, make_agent):
-        res = summarise(*fine_tune(cfg, family, make_agent, cfg.seeds), stats_rng)
+        score, success, learners[name] = fine_tune(cfg, family, make_agent, cfg.seeds)
+        res = summarise(score, success, stats_rng)
         log(f"  {name:<14s} AUC {res['auc']:.3f} [{res['auc_ci'][0]:.3f}, {res['auc_ci'][1]:.3f}]"
             f"  80% success at iteration {res['iters_to_80']}  ({time.time() - t0:.0f}s)")
         return res
@@ -685,7 +721,7 @@ def evaluate(cfg, family, subs, flat_lr=None, log=print):
         return agent
 
     results["shared"] = run("shared", from_shared)
-    return results
+    return results, learners["mlsh"]
 
 
 # ---------------------------------------------------------------------------
@@ -725,10 +761,194 @@ def bench(cfg, log=print):
 
 
 # ---------------------------------------------------------------------------
+# Checkpoints (plumbing): the sub-policies and the config they were trained with
+# ---------------------------------------------------------------------------
+
+SHAPE_FIELDS = ("env", "max_steps", "slip", "random_start", "subpolicies", "macro", "hidden", "layers")
+FREE_ON_RESUME = ("rounds", "eval_iters", "seeds", "flat_lrs", "out", "maze")   # may differ when resuming
+
+
+def save_checkpoint(path, cfg, family, state):
+    """Sub-policies, their Adam state, the config, the maze, the round records and both
+    generators' states, as one .npz of plain arrays, written atomically."""
+    subs = state["subs"]
+    arrays = {f"subs.{k}": v for k, v in subs.p.items()}
+    arrays.update({f"adam_m.{k}": v for k, v in subs.opt.m.items()})
+    arrays.update({f"adam_v.{k}": v for k, v in subs.opt.v.items()})
+    arrays["adam_t"] = np.array(subs.opt.t)
+    meta = {"config": dataclasses.asdict(cfg), "maze": family.maze.rows, "history": state["history"],
+            "rng": state["rng"].bit_generator.state, "env_rng": state["env_rng"].bit_generator.state}
+    arrays["meta"] = np.array(json.dumps(meta))                      # text, so no pickle is needed
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)                                            # the old file stays whole until here
+
+
+def load_checkpoint(path, cfg, family, resume):
+    """Read a checkpoint (never unpickling) and refuse it, saying what differs, if it does not fit.
+
+    resume=True (carry on meta-training): every setting but those in
+    FREE_ON_RESUME must match; otherwise (evaluate only) the env and the
+    hierarchy's shape must. Returns what meta_train(resume=...) takes.
+    """
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        part = lambda prefix: {k[len(prefix):]: z[k] for k in z.files if k.startswith(prefix)}
+        params, m, v, t = part("subs."), part("adam_m."), part("adam_v."), int(z["adam_t"])
+    saved, now = meta["config"], json.loads(json.dumps(dataclasses.asdict(cfg)))   # tuples as lists, like saved
+    keys = [k for k in now if k not in FREE_ON_RESUME] if resume else SHAPE_FIELDS
+    diffs = [f"{k} is {saved.get(k)!r} there, {now[k]!r} here" for k in keys if saved.get(k) != now[k]]
+    if meta["maze"] != family.maze.rows:
+        diffs.append("its maze layout is not this run's")
+    if diffs:
+        raise ValueError(f"checkpoint {path} does not fit this run: {'; '.join(diffs)}. "
+                         f"Give the flags it was trained with, or train anew without --load")
+    opt = Adam(params, cfg.sub_lr)
+    opt.m, opt.v, opt.t = m, v, t
+    return {"subs": params, "opt": opt, "history": meta["history"], "rng": meta["rng"], "env_rng": meta["env_rng"]}
+
+
+# ---------------------------------------------------------------------------
+# Watching a trained master (plumbing): one episode, as text or as a picture
+# ---------------------------------------------------------------------------
+
+def play_episode(family, agent, m, seed):
+    """One episode of learner m's master over the sub-policies, on its held-out task."""
+    task = family.test_tasks[m % len(family.test_tasks)]
+    env = family.make([task], "test", seed=seed)
+    env.autoreset = False
+    rng = np.random.default_rng(seed)
+    master = {k: v[m:m + 1] for k, v in agent.master.p.items()}
+    obs, _ = env.reset()
+    cells, active = [int(env.pos[0])], []
+    for t in range(env.max_steps):
+        if t % agent.macro == 0:                                      # the master decides
+            k = int(sample(rng, mlp_forward(master, obs[None])[0][0])[0])
+        act = sample(rng, mlp_forward(agent.subs.p, obs[None])[0][k])  # sub-policy k acts
+        obs, _, term, trunc, info = env.step(act)
+        cells.append(int(env.pos[0]))
+        active.append(k)
+        if term[0] or trunc[0]:
+            break
+    return {"cells": cells, "active": active, "macro": agent.macro, "success": bool(info["success"][0]),
+            "best": int(env.best[0]), "landmarks": env.landmarks(0), "maze": env.maze}
+
+
+def render_episode(ep):
+    """The path as one text picture: each visited cell shows the sub-policy that acted there."""
+    marks = {cell: str(k) for cell, k in zip(ep["cells"], ep["active"])}
+    marks.update({ep["cells"][0]: "S", **ep["landmarks"]})
+    steps = len(ep["active"])
+    runs = "".join(str(k) for k in ep["active"])
+    outcome = (f"reached the goal in {steps} steps (shortest {ep['best']})" if ep["success"]
+               else f"did not reach the goal in {steps} steps")
+    return (ep["maze"].render(marks) + f"\nS start, digits: the sub-policy acting in that cell; {outcome}\n"
+            f"sub-policy per step (the master chooses every {ep['macro']}): {runs}")
+
+
+# ---------------------------------------------------------------------------
+# Figures (plumbing): PNG files, no window needed
+# ---------------------------------------------------------------------------
+
+METHODS = [("mlsh", "MLSH"), ("flat", "flat PPO"), ("shared", "shared policy"), ("random_subs", "random sub-policies")]
+
+
+def plot_all(out, family, results, history, subs, ep):
+    """Write curves.png, subpolicies.png, episode.png and meta_training.png into `out`."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # 1. fine-tuning curves with 95% bands
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for name, label in METHODS:
+        r = results[name]
+        x = np.arange(1, len(r["curve"]) + 1)
+        ax.plot(x, r["curve"], label=f"{label}: AUC {r['auc']:.2f} [{r['auc_ci'][0]:.2f}, {r['auc_ci'][1]:.2f}]")
+        ax.fill_between(x, *r["curve_band"], alpha=0.2)
+    ax.axhline(1.0, color="gray", ls="--", lw=1)
+    ax.text(1, 1.01, "optimum", color="gray", va="bottom")
+    ax.set(xlabel="iteration of fine-tuning on a held-out task", ylabel="normalised return", ylim=(0, 1.1),
+           title="Learning held-out tasks (mean and 95% band over seeds and tasks)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.savefig(os.path.join(out, "curves.png"), dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+    # 2. sub-policy maps: the most likely action in every free cell, its probability as length and shade
+    maze = family.maze
+    env = family.make([family.test_tasks[0]], "test", seed=0)
+    env.reset()
+    probs = np.exp(log_softmax(subs(env.obs_at(np.arange(maze.n_cells))[None])))   # (K, n_cells, A)
+    K = len(probs)
+    fig, axes = plt.subplots(1, K, figsize=(3.2 * K, 3.4), squeeze=False)
+    for k, ax in enumerate(axes[0]):
+        best, p = probs[k].argmax(-1), probs[k].max(-1)
+        d = envs.MOVES[best] * (0.85 * p)[:, None]
+        ax.imshow(~maze.free, cmap="Greys", vmin=0, vmax=1.6)
+        ax.quiver(maze.cells[:, 1] - d[:, 1] / 2, maze.cells[:, 0] - d[:, 0] / 2, d[:, 1], d[:, 0], p,
+                  cmap="viridis", clim=(0.25, 1), angles="xy", scale_units="xy", scale=1, width=0.012)
+        for cell, ch in env.landmarks(0).items():
+            ax.text(maze.cells[cell, 1], maze.cells[cell, 0], ch, ha="center", va="center", color="red",
+                    fontweight="bold")
+        ax.set(title=f"sub-policy {k}", xticks=[], yticks=[])
+    fig.suptitle("Most likely action per cell (arrow length and colour: its probability)")
+    fig.savefig(os.path.join(out, "subpolicies.png"), dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+    # 3. one episode of a trained master: the path coloured by the active sub-policy
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.imshow(~maze.free, cmap="Greys", vmin=0, vmax=1.6)
+    rc = maze.cells[ep["cells"]]
+    colours = plt.get_cmap("tab10")
+    for t, k in enumerate(ep["active"]):
+        ax.plot(rc[t:t + 2, 1], rc[t:t + 2, 0], color=colours(k), lw=3, solid_capstyle="round")
+    switch = [t for t in range(1, len(ep["active"])) if ep["active"][t] != ep["active"][t - 1]]
+    ax.scatter(rc[switch, 1], rc[switch, 0], s=60, facecolors="white", edgecolors="black", zorder=3,
+               label="switch of sub-policy")
+    ax.scatter(rc[0, 1], rc[0, 0], marker="s", s=120, color="green", zorder=3, label="start")
+    for cell, ch in ep["landmarks"].items():
+        r, c = maze.cells[cell]
+        ax.scatter(c, r, marker="*", s=250, color="red" if ch in "G$" else "gray", zorder=3)
+    for k in sorted(set(ep["active"])):
+        ax.plot([], [], color=colours(k), lw=3, label=f"sub-policy {k}")
+    outcome = f"goal in {len(ep['active'])} steps (shortest {ep['best']})" if ep["success"] else "goal not reached"
+    ax.set(title=f"A trained master on a held-out task: {outcome}", xticks=[], yticks=[])
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    fig.savefig(os.path.join(out, "episode.png"), dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+    # 4. meta-training: success at the end of warmup and of joint, and sub-policy usage per round
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    rounds = [h["round"] for h in history]
+    a1.plot(rounds, [h["warmup_success"] for h in history], "o-", label="end of warmup (θ only)")
+    a1.plot(rounds, [h["joint_success"] for h in history], "s-", label="end of joint (θ and φ)")
+    a1.set(xlabel="round", ylabel="success rate", ylim=(0, 1.05), title="A fresh master on training tasks")
+    a1.legend(fontsize=8)
+    usage = np.array([h["usage"] for h in history])
+    bottom = np.zeros(len(rounds))
+    for k in range(usage.shape[1]):
+        a2.bar(rounds, usage[:, k], bottom=bottom, color=colours(k), label=f"sub-policy {k}")
+        bottom += usage[:, k]
+    a2.set(xlabel="round", ylabel="share of steps", ylim=(0, 1), title="How often each sub-policy acts")
+    a2.legend(fontsize=8, loc="lower right")
+    fig.savefig(os.path.join(out, "meta_training.png"), dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------
 # Command line (plumbing: options, the results file, the table)
 # ---------------------------------------------------------------------------
 
 QUICK = dict(rounds=2, tasks=2, warmup=2, joint=2, envs=4, steps=64, eval_iters=3, seeds=1, flat_lrs=(3e-3,))
+RUN_OPTIONS = [  # flags that change what is shown or kept, not what is learned
+    ("--quick", "a tiny budget that finishes in seconds (a smoke test)"),
+    ("--bench", "print rollout and update speed, then exit"),
+    ("--quiet", "no progress lines (the final table is still printed)"),
+    ("--no-plots", "do not write the PNG figures"),
+    ("--render", "print an episode of a trained master on a held-out task, as text"),
+    ("--eval-only", "evaluate the sub-policies of --load FILE without meta-training"),
+]
 
 
 def field_help():
@@ -744,31 +964,38 @@ def field_help():
 
 
 def parse_args(argv=None):
-    """Config from the command line: the env's preset, then --quick, then the flags given."""
+    """Config from the command line (the env's preset, then --quick, then the flags given), and the run options."""
     p = argparse.ArgumentParser(
         description="Meta Learning Shared Hierarchies on grid mazes: meta-train sub-policies, then "
-                    "compare how fast a fresh master learns held-out tasks against three baselines.")
+                    "compare how fast a fresh master learns held-out tasks against three baselines. "
+                    "Defaults marked * come from the env's preset.")
     helps = field_help()
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
-        h = f"{helps.get(f.name, '')} (default: {f.default})"
+        preset = {e: PRESETS[e][f.name] for e in PRESETS if f.name in PRESETS[e]}
+        default = ", ".join(f"{e} {v}" for e, v in preset.items()) + "*" if preset else repr(f.default)
+        h = f"{helps.get(f.name, '')} (default: {default})"
         if f.type in (bool, "bool"):
             p.add_argument(flag, action="store_true", default=None, help=h)
         elif isinstance(f.default, tuple):
             p.add_argument(flag, type=float, nargs="+", default=None, help=h)
         else:
             p.add_argument(flag, type=type(f.default), default=None, help=h)
-    p.add_argument("--quick", action="store_true", help="a tiny budget that finishes in seconds (a smoke test)")
-    p.add_argument("--bench", action="store_true", help="print rollout and update speed, then exit")
+    for flag, h in RUN_OPTIONS:
+        p.add_argument(flag, action="store_true", help=h)
+    p.add_argument("--load", metavar="FILE", help="a checkpoint.npz: resume meta-training from it (or, with "
+                                                  "--eval-only, only evaluate it)")
     args = vars(p.parse_args(argv))
-    quick, do_bench = args.pop("quick"), args.pop("bench")
+    opts = argparse.Namespace(**{k: args.pop(k) for k in ["quick", "bench", "quiet", "no_plots", "render",
+                                                          "eval_only", "load"]})
     env = args["env"] or Config.env
     if env not in PRESETS:
         p.error(f"--env {env!r} is not a task family here; choose one of {', '.join(PRESETS)}")
-    values = {**PRESETS[env], **(QUICK if quick else {}), **{k: v for k, v in args.items() if v is not None}}
-    if "flat_lrs" in values:
-        values["flat_lrs"] = tuple(values["flat_lrs"])
-    return Config(**values), do_bench
+    if opts.eval_only and not opts.load:
+        p.error("--eval-only evaluates a trained checkpoint: give it with --load FILE")
+    values = {**PRESETS[env], **(QUICK if opts.quick else {}), **{k: v for k, v in args.items() if v is not None}}
+    values["flat_lrs"] = tuple(values.get("flat_lrs", Config.flat_lrs))
+    return Config(**values), opts
 
 
 def write_json(path, data):
@@ -780,39 +1007,63 @@ def write_json(path, data):
 
 
 def table(results):
-    lines = [f"{'method':<12s} {'AUC':>6s}  {'95% CI':<16s} {'80% success at':>14s}"]
+    lines = [f"{'method':<14s} {'AUC':>6s}  {'95% CI':<16s} {'80% success at':>14s}"]
     for name in ["mlsh", "flat", "shared", "random_subs"]:
         r = results[name]
         it = "never" if r["iters_to_80"] is None else f"iteration {r['iters_to_80']}"
         label = name + (f" lr={r['lr']:g}" if name == "flat" else "")
-        lines.append(f"{label:<12s} {r['auc']:6.3f}  [{r['auc_ci'][0]:.3f}, {r['auc_ci'][1]:.3f}]  {it:>14s}")
+        lines.append(f"{label:<14s} {r['auc']:6.3f}  [{r['auc_ci'][0]:.3f}, {r['auc_ci'][1]:.3f}]  {it:>14s}")
     return "\n".join(lines)
 
 
 def main(argv=None):
-    cfg, do_bench = parse_args(argv)
-    if do_bench:
+    cfg, opts = parse_args(argv)
+    log = (lambda s: None) if opts.quiet else print
+    if opts.bench:
         bench(cfg)
         return
-    out = os.path.abspath(cfg.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "runs", cfg.env))
-    os.makedirs(out, exist_ok=True)
-    family = make_family(cfg)
+    try:
+        family = make_family(cfg)
+        out = os.path.abspath(cfg.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "runs", cfg.env))
+        os.makedirs(out, exist_ok=True)
+        resume = load_checkpoint(opts.load, cfg, family, resume=not opts.eval_only) if opts.load else None
+    except (ValueError, OSError) as e:
+        print(f"mlsh: {e}", file=os.sys.stderr)
+        raise SystemExit(2)
+    ckpt = os.path.join(out, "checkpoint.npz")
     t0 = time.time()
-    print(f"MLSH on {cfg.env}: K={cfg.subpolicies} sub-policies, N={cfg.macro}, W={cfg.warmup}, U={cfg.joint}, "
-          f"{cfg.rounds} rounds of {cfg.tasks} tasks side by side; held-out tasks: {len(family.test_tasks)}")
-    subs, history = meta_train(cfg, family, np.random.default_rng([cfg.seed, 1]))
+    log(f"MLSH on {cfg.env}{' (' + cfg.maze + ')' if cfg.maze else ''}: K={cfg.subpolicies} sub-policies, "
+        f"N={cfg.macro}, W={cfg.warmup}, U={cfg.joint}, {cfg.rounds} rounds of {cfg.tasks} tasks side by side; "
+        f"held-out tasks: {len(family.test_tasks)}")
+    if opts.eval_only:
+        subs = Net(None, 0, 0, 0, cfg, cfg.sub_lr, params=resume["subs"])
+        history = resume["history"]
+        log(f"evaluating the sub-policies of {opts.load} ({len(history)} rounds of meta-training)")
+    else:
+        try:
+            subs, history = meta_train(cfg, family, np.random.default_rng([cfg.seed, 1]), log, resume,
+                                       save=lambda state: save_checkpoint(ckpt, cfg, family, state))
+        except KeyboardInterrupt:
+            args = " ".join(a for a in (argv if argv is not None else os.sys.argv[1:]))
+            print(f"\ninterrupted: the last complete round is saved in {ckpt}\n"
+                  f"resume with: python mlsh.py {args} --load {ckpt}".replace("  ", " "))
+            raise SystemExit(130)
     t_meta = time.time() - t0
-    print(f"meta-training took {t_meta:.0f}s; fine-tuning a fresh learner on each held-out task, "
-          f"{cfg.seeds} seed(s) each, {cfg.eval_iters} iterations:")
-    results = evaluate(cfg, family, subs)
+    log(f"meta-training took {t_meta:.0f}s; fine-tuning a fresh learner on each held-out task, "
+        f"{cfg.seeds} seed(s) each, {cfg.eval_iters} iterations:")
+    results, masters = evaluate(cfg, family, subs, log=log)
     t_eval = time.time() - t0 - t_meta
     write_json(os.path.join(out, "results.json"),
                {"config": dataclasses.asdict(cfg), "methods": results, "meta_training": history,
                 "seconds": {"meta_training": t_meta, "evaluation": t_eval}})
-    print()
-    print(table(results))
+    ep = play_episode(family, masters, 0, seed=cfg.seed)
+    if not opts.no_plots:
+        plot_all(out, family, results, history, subs, ep)
+    if opts.render:
+        print("\n" + render_episode(ep))
+    print("\n" + table(results))
     print(f"\nAUC = mean normalised return over {cfg.eval_iters} fine-tuning iterations (1 = always the shortest path)."
-          f"\nmeta-training {t_meta:.0f}s, evaluation {t_eval:.0f}s; results in {os.path.join(out, 'results.json')}")
+          f"\nmeta-training {t_meta:.0f}s, evaluation {t_eval:.0f}s; results, checkpoint and figures in {out}")
 
 
 if __name__ == "__main__":

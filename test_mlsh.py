@@ -330,7 +330,7 @@ def test_flat_ppo_solves_a_four_rooms_goal():
     cfg = mlsh.Config(eval_iters=12, seeds=1)
     fam = envs.GoalTasks()
     fam.test_tasks = fam.test_tasks[:2]
-    score, success = mlsh.fine_tune(cfg, fam, lambda rng, L: mlsh.new_agent(rng, L, fam.obs_dim, 4, cfg, 0.03), 1)
+    score, success, _ = mlsh.fine_tune(cfg, fam, lambda rng, L: mlsh.new_agent(rng, L, fam.obs_dim, 4, cfg, 0.03), 1)
     assert success[:, :2].mean() < 0.5              # it did not start out solved
     assert success[:, -3:].mean() > 0.9 and score[:, -3:].mean() > 0.7
 
@@ -341,9 +341,9 @@ def test_mlsh_beats_flat_on_bandits():
     subs, history = mlsh.meta_train(cfg, fam, np.random.default_rng([cfg.seed, 1]), log=lambda s: None)
     assert history[-1]["warmup_success"] > 0.8      # a fresh master is good after the warmup alone
     D, A, K = fam.obs_dim, fam.n_actions, cfg.subpolicies
-    mlsh_curve, _ = mlsh.fine_tune(cfg, fam, lambda rng, L: mlsh.new_agent(rng, L, D, K, cfg, cfg.master_lr,
+    mlsh_curve, _, _ = mlsh.fine_tune(cfg, fam, lambda rng, L: mlsh.new_agent(rng, L, D, K, cfg, cfg.master_lr,
                                                                           cfg.macro, subs=subs), 2)
-    flat_curve, _ = mlsh.fine_tune(cfg, fam, lambda rng, L: mlsh.new_agent(rng, L, D, A, cfg, 0.03), 2)
+    flat_curve, _, _ = mlsh.fine_tune(cfg, fam, lambda rng, L: mlsh.new_agent(rng, L, D, A, cfg, 0.03), 2)
     assert mlsh_curve.mean() > 1.3 * flat_curve.mean()
 
 
@@ -376,3 +376,120 @@ def test_help_lists_every_config_field(capsys):
     text = capsys.readouterr().out
     for f in mlsh.dataclasses.fields(mlsh.Config):
         assert "--" + f.name.replace("_", "-") in text
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints, your own maze, figures
+# ---------------------------------------------------------------------------
+
+QUICK_BANDITS = ["--quick", "--env", "bandits", "--quiet", "--no-plots"]
+
+
+def test_checkpoint_round_trip_gives_the_same_sub_policies(tmp_path):
+    cfg, _ = mlsh.parse_args(QUICK_BANDITS)
+    fam = mlsh.make_family(cfg)
+    rng = np.random.default_rng(0)
+    subs = mlsh.Net(rng, cfg.subpolicies, fam.obs_dim, 4, cfg, cfg.sub_lr)
+    subs.opt.t = 7
+    path = str(tmp_path / "c.npz")
+    mlsh.save_checkpoint(path, cfg, fam, {"subs": subs, "history": [{"round": 1}], "rng": rng,
+                                          "env_rng": np.random.default_rng(1)})
+    saved_state = rng.bit_generator.state
+    loaded = mlsh.load_checkpoint(path, cfg, fam, resume=True)
+    x = rng.standard_normal((1, 20, fam.obs_dim))
+    assert np.array_equal(mlsh.mlp_forward(loaded["subs"], x)[0], subs(x))
+    assert loaded["opt"].t == 7 and loaded["history"] == [{"round": 1}]
+    assert loaded["rng"] == saved_state
+    assert not list(tmp_path.glob("*.tmp"))                # written through a temporary file, then renamed
+
+
+def test_a_checkpoint_from_another_config_is_refused(tmp_path):
+    mlsh.main(QUICK_BANDITS + ["--out", str(tmp_path)])
+    ckpt = str(tmp_path / "checkpoint.npz")
+    with pytest.raises(SystemExit) as e:
+        mlsh.main(QUICK_BANDITS + ["--subpolicies", "3", "--load", ckpt, "--eval-only", "--out", str(tmp_path)])
+    assert e.value.code == 2
+    cfg, _ = mlsh.parse_args(QUICK_BANDITS + ["--hidden", "32"])
+    with pytest.raises(ValueError, match="hidden is 64 there, 32 here"):
+        mlsh.load_checkpoint(ckpt, cfg, mlsh.make_family(cfg), resume=False)
+    cfg, _ = mlsh.parse_args(["--quick"])                   # Four Rooms: another env, another maze
+    with pytest.raises(ValueError, match="env is 'bandits' there, 'fourrooms' here"):
+        mlsh.load_checkpoint(ckpt, cfg, mlsh.make_family(cfg), resume=False)
+
+
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
+    mlsh.main(QUICK_BANDITS + ["--rounds", "3", "--out", str(tmp_path / "full")])
+    mlsh.main(QUICK_BANDITS + ["--rounds", "1", "--out", str(tmp_path / "part")])
+    mlsh.main(QUICK_BANDITS + ["--rounds", "3", "--out", str(tmp_path / "part"),
+                               "--load", str(tmp_path / "part" / "checkpoint.npz")])
+    with np.load(tmp_path / "full" / "checkpoint.npz") as a, np.load(tmp_path / "part" / "checkpoint.npz") as b:
+        for k in a.files:
+            if k.startswith("subs."):
+                assert np.array_equal(a[k], b[k])
+
+
+def test_ctrl_c_keeps_the_last_complete_round(tmp_path, monkeypatch, capsys):
+    real_save = mlsh.save_checkpoint
+
+    def save_then_interrupt(path, cfg, family, state):
+        real_save(path, cfg, family, state)
+        if len(state["history"]) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(mlsh, "save_checkpoint", save_then_interrupt)
+    with pytest.raises(SystemExit) as e:
+        mlsh.main(QUICK_BANDITS + ["--rounds", "4", "--out", str(tmp_path)])
+    assert e.value.code == 130
+    ckpt = str(tmp_path / "checkpoint.npz")
+    assert "resume with: python mlsh.py" in capsys.readouterr().out
+    cfg, _ = mlsh.parse_args(QUICK_BANDITS + ["--rounds", "4"])
+    assert len(mlsh.load_checkpoint(ckpt, cfg, mlsh.make_family(cfg), resume=True)["history"]) == 2
+    monkeypatch.setattr(mlsh, "save_checkpoint", real_save)
+    mlsh.main(QUICK_BANDITS + ["--rounds", "4", "--out", str(tmp_path), "--load", ckpt])
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert [h["round"] for h in res["meta_training"]] == [1, 2, 3, 4]
+
+
+def test_eval_only_reproduces_the_evaluation(tmp_path):
+    mlsh.main(QUICK_BANDITS + ["--out", str(tmp_path / "a")])
+    mlsh.main(QUICK_BANDITS + ["--out", str(tmp_path / "b"), "--eval-only",
+                               "--load", str(tmp_path / "a" / "checkpoint.npz")])
+    a = json.loads((tmp_path / "a" / "results.json").read_text())["methods"]
+    b = json.loads((tmp_path / "b" / "results.json").read_text())["methods"]
+    assert a == b
+
+
+MY_MAZE = """\
+###########
+#S....#...#
+#.###.#.#.#
+#...#...#.#
+###.#####.#
+#.........#
+###########
+"""
+
+
+def test_maze_file_parsing(tmp_path):
+    f = tmp_path / "maze.txt"
+    f.write_text(MY_MAZE)
+    rows = envs.read_maze(str(f))
+    assert len(rows) == 7 and envs.Maze(rows).start == 0
+    f.write_text(MY_MAZE.replace("#S...", "#S.x."))
+    with pytest.raises(ValueError, match="line 2, column 4: 'x'"):
+        envs.read_maze(str(f))
+    f.write_text(MY_MAZE.replace("#...#...#.#", "#...#...#.##"))
+    with pytest.raises(ValueError, match="line 4 has 12 characters"):
+        envs.read_maze(str(f))
+
+
+def test_your_own_maze_runs_end_to_end_with_figures(tmp_path):
+    f = tmp_path / "maze.txt"
+    f.write_text(MY_MAZE)
+    mlsh.main(["--quick", "--quiet", "--maze", str(f), "--out", str(tmp_path), "--render"])
+    res = json.loads((tmp_path / "results.json").read_text())
+    fam = mlsh.make_family(mlsh.Config(maze=str(f)))
+    assert len(fam.test_tasks) >= 1 and not set(fam.test_tasks) & set(fam.train_tasks)
+    assert res["config"]["maze"] == str(f)
+    for name in ["curves", "subpolicies", "episode", "meta_training"]:   # written with no display
+        assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
