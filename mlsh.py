@@ -87,7 +87,7 @@ class Config:
     flat_lrs: tuple = (3e-3, 1e-2, 3e-2)  # flat PPO learning rates tried; the best is reported
     # bookkeeping
     seed: int = 0                   # the one seed all randomness comes from
-    out: str = ""                   # folder for results.json (default: runs/<env> beside mlsh.py)
+    out: str = ""                   # folder for results, checkpoint, figures (default: runs/<env> beside mlsh.py)
 
 
 PRESETS = {  # per task family; any flag given on the command line wins
