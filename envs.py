@@ -68,6 +68,7 @@ class Maze:
     """
 
     def __init__(self, rows):
+        check_rows(rows)
         self.rows = [r.replace(" ", FREE) for r in rows]
         self.height, self.width = len(self.rows), len(self.rows[0])
         grid = np.array([list(r) for r in self.rows])
@@ -91,6 +92,11 @@ class Maze:
         self.adjacency[stay, self.next_cell] = True
         self.adjacency[np.arange(self.n_cells), np.arange(self.n_cells)] = False
         self.dist = bfs_distances(self.adjacency)                  # (n_cells, n_cells)
+
+    def where(self, cell):
+        """'line r, column c' of a cell, counted as in the maze's text."""
+        r, c = self.cells[cell]
+        return f"line {r + 1}, column {c + 1}"
 
     def render(self, marks=None):
         """Text picture; `marks` maps a cell number to the character drawn there."""
@@ -124,21 +130,38 @@ def bfs_distances(adjacency):
 
 def read_maze(path):
     """Read a maze file in the legend above: one row per line, all rows of one length."""
-    with open(path) as f:
-        rows = [line.rstrip("\n") for line in f]
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise ValueError("this is not a text file: a maze is lines of '#', '.', ' ' and 'S'") from None
+    if "\0" in text:
+        raise ValueError("this is not a text file: a maze is lines of '#', '.', ' ' and 'S'")
+    rows = text.splitlines()
     while rows and not rows[-1].strip():
         rows.pop()                                   # trailing blank lines
+    check_rows(rows)
+    return rows
+
+
+def check_rows(rows):
+    """Raise ValueError, naming the line and column, if `rows` is not a maze in the legend."""
     if not rows:
-        raise ValueError(f"{path}: the file holds no maze")
+        raise ValueError("the maze is empty: write one row of '#', '.', ' ' or 'S' per line")
     for r, row in enumerate(rows, 1):
         if len(row) != len(rows[0]):
-            raise ValueError(f"{path}: line {r} has {len(row)} characters, line 1 has {len(rows[0])}; "
+            raise ValueError(f"line {r} has {len(row)} characters, line 1 has {len(rows[0])}; "
                              f"every row must be as long as the first")
         for c, ch in enumerate(row, 1):
             if ch not in (WALL, FREE, START, " "):
-                raise ValueError(f"{path}: line {r}, column {c}: {ch!r} is not in the legend "
+                raise ValueError(f"line {r}, column {c}: {ch!r} is not in the legend "
                                  f"('#' wall, '.' or ' ' free, 'S' start)")
-    return rows
+    starts = [(r, c) for r, row in enumerate(rows, 1) for c, ch in enumerate(row, 1) if ch == START]
+    if len(starts) > 1:
+        raise ValueError(f"line {starts[1][0]}, column {starts[1][1]}: a second start 'S' (the first is at "
+                         f"line {starts[0][0]}, column {starts[0][1]}); keep one")
+    if all(ch == WALL for row in rows for ch in row):
+        raise ValueError("the maze has no free cell: mark free cells with '.', ' ' or 'S'")
 
 
 # ---------------------------------------------------------------------------
@@ -398,6 +421,49 @@ class SingleEnv:
         return self.env.render(0)
 
 
+def check_env(env, steps=200):
+    """A Gymnasium-style conformance check of a SingleEnv; raises AssertionError saying what failed.
+
+    reset returns (obs, info) with obs of the documented shape and dtype;
+    step returns (obs, float reward, bool terminated, bool truncated, dict);
+    the same seed gives the same trajectory; actions outside the range are
+    refused with a ValueError.
+    """
+    def trajectory(seed):
+        obs, info = env.reset(seed=seed)
+        assert isinstance(info, dict), "reset must return (obs, info) with info a dict"
+        rng = np.random.default_rng(0)
+        seen = [obs]
+        for _ in range(steps):
+            out = env.step(int(rng.integers(env.action_space.n)))
+            assert len(out) == 5, "step must return obs, reward, terminated, truncated, info"
+            obs, reward, terminated, truncated, info = out
+            assert obs.shape == env.observation_shape and obs.dtype == np.float32, \
+                f"step's obs is {obs.shape} {obs.dtype}, documented {env.observation_shape} float32"
+            assert isinstance(reward, float), "the reward must be a float"
+            assert isinstance(terminated, bool) and isinstance(truncated, bool), "terminated/truncated must be bools"
+            assert not (terminated and truncated), "an episode cannot both terminate and be truncated"
+            assert isinstance(info, dict), "step's info must be a dict"
+            seen += [obs, np.array([reward, terminated, truncated])]
+            if terminated or truncated:
+                obs, _ = env.reset()
+                seen.append(obs)
+        return seen
+
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == env.observation_shape and obs.dtype == np.float32, \
+        f"reset's obs is {obs.shape} {obs.dtype}, documented {env.observation_shape} float32"
+    a, b = trajectory(7), trajectory(7)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b)), "the same seed gave another trajectory"
+    env.reset(seed=0)
+    for bad in (-1, env.action_space.n, 1.5):
+        try:
+            env.step(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"step({bad!r}) was accepted; actions are ints in 0..{env.action_space.n - 1}")
+
+
 # ---------------------------------------------------------------------------
 # Task distributions with a fixed train / held-out split
 # ---------------------------------------------------------------------------
@@ -429,9 +495,17 @@ class GoalTasks(TaskFamily):
         self.maze = Maze(rows)
         self.rows, self.start, self.slip, self.max_steps = rows, start, slip, max_steps
         if start == "S" and self.maze.start is None:
-            raise ValueError("this maze has no start cell 'S': add one, or use a random start")
+            raise ValueError("the maze has no start cell 'S': add one, or start anywhere (--random-start)")
         ref = self.maze.start
+        cut_off = np.flatnonzero(self.maze.dist[0 if ref is None else ref] < 0)
+        if len(cut_off):
+            raise ValueError(f"{self.maze.where(cut_off[0])}: this free cell cannot be reached from "
+                             f"{'the start' if ref is not None else 'the rest of the maze'}; "
+                             f"wall it in with '#' or open a way to it")
         cells = np.array([c for c in range(self.maze.n_cells) if c != ref])
+        if len(cells) < 4:
+            raise ValueError(f"the maze has {len(cells)} goal cell(s) (free cells other than 'S'); "
+                             f"a held-out split needs at least 4")
         n_test = min(n_test, len(cells) // 4)
         if ref is None:
             far = cells

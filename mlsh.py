@@ -31,6 +31,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -97,12 +98,42 @@ PRESETS = {  # per task family; any flag given on the command line wins
 }
 
 
+def check_config(cfg):
+    """Every problem with a config, as sentences that say what to do; [] when it is fine."""
+    problems = []
+    at_least = {1: ["subpolicies", "macro", "hidden", "rounds", "tasks", "joint", "envs", "steps", "epochs",
+                    "minibatches", "eval_iters", "seeds", "max_steps"], 0: ["warmup", "layers"]}
+    for low, names in at_least.items():
+        for name in names:
+            if getattr(cfg, name) < low:
+                problems.append(f"--{name.replace('_', '-')} is {getattr(cfg, name)}; it must be at least {low}")
+    if not 0 <= cfg.slip < 1:
+        problems.append(f"--slip is {cfg.slip}; it is a probability in [0, 1)")
+    for name in ["master_lr", "sub_lr", "value_lr", "clip"]:
+        if not 0 < getattr(cfg, name) < float("inf"):
+            problems.append(f"--{name.replace('_', '-')} is {getattr(cfg, name)}; it must be a positive number")
+    if not cfg.flat_lrs or not all(0 < lr < float("inf") for lr in cfg.flat_lrs):
+        problems.append(f"--flat-lrs is {' '.join(map(str, cfg.flat_lrs))}; give one or more positive numbers")
+    for name in ["master_ent", "sub_ent"]:
+        if not 0 <= getattr(cfg, name) < float("inf"):
+            problems.append(f"--{name.replace('_', '-')} is {getattr(cfg, name)}; it must be 0 or more")
+    if not 0 < cfg.gamma <= 1 or not 0 <= cfg.lam <= 1:
+        problems.append(f"--gamma {cfg.gamma} and --lam {cfg.lam}: gamma must be in (0, 1], lam in [0, 1]")
+    if cfg.env not in PRESETS:
+        problems.append(f"--env {cfg.env!r} is not a task family here; choose one of {', '.join(PRESETS)}")
+    return problems
+
+
 def make_family(cfg):
     """The task distribution the config names: goal cells of a maze, or Moving Bandits."""
     if cfg.env == "fourrooms":
-        rows = envs.read_maze(cfg.maze) if cfg.maze else envs.FOUR_ROOMS
-        return envs.GoalTasks(start=None if cfg.random_start else "S", slip=cfg.slip, max_steps=cfg.max_steps,
-                              rows=rows)
+        if not cfg.maze:
+            return envs.GoalTasks(start=None if cfg.random_start else "S", slip=cfg.slip, max_steps=cfg.max_steps)
+        try:
+            return envs.GoalTasks(start=None if cfg.random_start else "S", slip=cfg.slip, max_steps=cfg.max_steps,
+                                  rows=envs.read_maze(cfg.maze))
+        except (ValueError, OSError) as e:
+            raise ValueError(f"maze file {cfg.maze}: {e.strerror if isinstance(e, OSError) else e}") from None
     if cfg.env == "bandits":
         if cfg.maze:
             raise ValueError("--maze makes goal tasks on your maze: use it with --env fourrooms")
@@ -178,12 +209,13 @@ class Adam:
 
 
 class Net:
-    """A stack of G MLPs (policies or value functions) with its own Adam state."""
+    """A stack of G MLPs (policies or value functions) with its own Adam state and a name for messages."""
 
-    def __init__(self, rng, G, n_in, n_out, cfg, lr, out_scale=1.0, params=None):
+    def __init__(self, rng, G, n_in, n_out, cfg, lr, out_scale=1.0, params=None, name="network"):
         self.p = params if params is not None else mlp_init(rng, G, [n_in] + [cfg.hidden] * cfg.layers + [n_out],
                                                             out_scale)
         self.opt = Adam(self.p, lr)
+        self.name = name
 
     def __call__(self, x):
         return mlp_forward(self.p, x)[0]
@@ -305,8 +337,17 @@ def train_net(net, x, valid, loss_fn, cfg, rng):
             v = valid[:, idx]
             w = v / np.maximum(v.sum(axis=1, keepdims=True), 1)
             out, hs = mlp_forward(net.p, x[:, idx])
-            _, dout = loss_fn(out, idx, w)
+            loss, dout = loss_fn(out, idx, w)
+            finite(f"the loss of the {net.name}", loss)
             net.opt.step(net.p, mlp_backward(net.p, hs, dout))
+    for k, v in net.p.items():
+        finite(f"the {net.name}' weights {k}", v)
+
+
+def finite(what, x):
+    """Stop with a message naming `what` when x holds NaN or inf (training cannot recover from it)."""
+    if not np.isfinite(x).all():
+        raise FloatingPointError(f"{what} became NaN or infinite")
 
 
 def group(key, G, *arrays):
@@ -387,9 +428,9 @@ def new_agent(rng, M, D, n_choices, cfg, lr, macro=1, subs=None, critic=False):
     n_choices is K for a hierarchy, A for a flat policy; critic=True adds the
     per-task step critics needed while φ is being trained.
     """
-    master = Net(rng, M, D, n_choices, cfg, lr, out_scale=0.01)
-    value = Net(rng, M, D, 1, cfg, cfg.value_lr)
-    crit = Net(rng, M, D, 1, cfg, cfg.value_lr) if critic else None
+    master = Net(rng, M, D, n_choices, cfg, lr, out_scale=0.01, name="master policy")
+    value = Net(rng, M, D, 1, cfg, cfg.value_lr, name="master value function")
+    crit = Net(rng, M, D, 1, cfg, cfg.value_lr, name="per-task critic") if critic else None
     return Agent(master, value, subs, crit, macro)
 
 
@@ -554,11 +595,13 @@ def update(agent, ro, cfg, rng, train_subs=False):
     S, n = ro.rew.shape
     M, E = agent.M, n // agent.M
     t, i, adv, ret = master_transitions(ro, agent.value, E, cfg.gamma, cfg.lam)
+    finite("the master's advantages", adv)
     ppo_update(agent.master, agent.value, ro.obs[t, i], ro.choice[t, i], ro.choice_logp[t, i],
                adv, ret, i // E, M, cfg.master_ent, cfg, rng)
     if agent.critic is None:
         return
     adv, ret = step_advantages(ro, agent.critic, cfg.gamma, cfg.lam)
+    finite("the sub-policies' advantages", adv)
     if train_subs:
         # each sub-policy k learns only from the steps it executed, pooled over all M tasks
         flat = lambda x: x.reshape((S * n,) + x.shape[2:])
@@ -589,7 +632,7 @@ def meta_train(cfg, family, rng, log=print, resume=None, save=None):
     (a collapse shows as one u_k near 1).
     """
     D, A, K, M, E = family.obs_dim, family.n_actions, cfg.subpolicies, cfg.tasks, cfg.envs
-    subs = Net(rng, K, D, A, cfg, cfg.sub_lr, out_scale=0.01)
+    subs = Net(rng, K, D, A, cfg, cfg.sub_lr, out_scale=0.01, name="sub-policies")
     runner = Runner(family.make(np.zeros(M * E, dtype=int), "train", seed=child_seed(rng)), M)
     history = []
     if resume is not None:   # weights, optimiser and both generators as they were after the saved round
@@ -792,10 +835,26 @@ def load_checkpoint(path, cfg, family, resume):
     FREE_ON_RESUME must match; otherwise (evaluate only) the env and the
     hierarchy's shape must. Returns what meta_train(resume=...) takes.
     """
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(str(z["meta"]))
-        part = lambda prefix: {k[len(prefix):]: z[k] for k in z.files if k.startswith(prefix)}
-        params, m, v, t = part("subs."), part("adam_m."), part("adam_v."), int(z["adam_t"])
+    if not os.path.isfile(path):
+        raise ValueError(f"checkpoint {path}: no such file (a run writes runs/<env>/checkpoint.npz)")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":                      # every .npz is a zip file
+            raise ValueError(f"checkpoint {path} is not a checkpoint (.npz) file: "
+                             f"use one that mlsh.py wrote, or train anew without --load")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            part = lambda prefix: {k[len(prefix):]: z[k] for k in z.files if k.startswith(prefix)}
+            params, m, v, t = part("subs."), part("adam_m."), part("adam_v."), int(z["adam_t"])
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise ValueError(f"checkpoint {path} holds pickled objects, which are never loaded: "
+                             f"use a checkpoint that mlsh.py wrote") from None
+        raise ValueError(f"checkpoint {path} is damaged or not a checkpoint ({e}): "
+                         f"use another, or train anew without --load") from None
+    except Exception as e:   # a truncated zip, a missing entry, bad JSON: all mean the same to the user
+        raise ValueError(f"checkpoint {path} is damaged or not a checkpoint ({type(e).__name__}: {e}): "
+                         f"use another, or train anew without --load") from None
     saved, now = meta["config"], json.loads(json.dumps(dataclasses.asdict(cfg)))   # tuples as lists, like saved
     keys = [k for k in now if k not in FREE_ON_RESUME] if resume else SHAPE_FIELDS
     diffs = [f"{k} is {saved.get(k)!r} there, {now[k]!r} here" for k in keys if saved.get(k) != now[k]]
@@ -963,9 +1022,16 @@ def field_help():
     return helps
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line (exit code 2), without the long usage block."""
+
+    def error(self, message):
+        self.exit(2, f"mlsh: {message} (python mlsh.py --help lists every option)\n")
+
+
 def parse_args(argv=None):
     """Config from the command line (the env's preset, then --quick, then the flags given), and the run options."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         description="Meta Learning Shared Hierarchies on grid mazes: meta-train sub-policies, then "
                     "compare how fast a fresh master learns held-out tasks against three baselines. "
                     "Defaults marked * come from the env's preset.")
@@ -995,7 +1061,23 @@ def parse_args(argv=None):
         p.error("--eval-only evaluates a trained checkpoint: give it with --load FILE")
     values = {**PRESETS[env], **(QUICK if opts.quick else {}), **{k: v for k, v in args.items() if v is not None}}
     values["flat_lrs"] = tuple(values.get("flat_lrs", Config.flat_lrs))
-    return Config(**values), opts
+    cfg = Config(**values)
+    problems = check_config(cfg)
+    if problems:
+        p.error("; ".join(problems))                     # exit code 2, before anything is trained
+    return cfg, opts
+
+
+def check_writable(folder):
+    """Make the output folder, and make sure a file can be written there, before any training."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, ".mlsh-write-test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise ValueError(f"cannot write into the output folder {folder} ({e.strerror}): choose another with --out")
 
 
 def write_json(path, data):
@@ -1025,10 +1107,10 @@ def main(argv=None):
     try:
         family = make_family(cfg)
         out = os.path.abspath(cfg.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "runs", cfg.env))
-        os.makedirs(out, exist_ok=True)
+        check_writable(out)
         resume = load_checkpoint(opts.load, cfg, family, resume=not opts.eval_only) if opts.load else None
-    except (ValueError, OSError) as e:
-        print(f"mlsh: {e}", file=os.sys.stderr)
+    except ValueError as e:
+        print(f"mlsh: {e}", file=sys.stderr)
         raise SystemExit(2)
     ckpt = os.path.join(out, "checkpoint.npz")
     t0 = time.time()
@@ -1044,14 +1126,25 @@ def main(argv=None):
             subs, history = meta_train(cfg, family, np.random.default_rng([cfg.seed, 1]), log, resume,
                                        save=lambda state: save_checkpoint(ckpt, cfg, family, state))
         except KeyboardInterrupt:
-            args = " ".join(a for a in (argv if argv is not None else os.sys.argv[1:]))
+            args = list(argv if argv is not None else sys.argv[1:])
+            if "--load" in args:                                   # drop an earlier --load FILE
+                del args[args.index("--load"):args.index("--load") + 2]
             print(f"\ninterrupted: the last complete round is saved in {ckpt}\n"
-                  f"resume with: python mlsh.py {args} --load {ckpt}".replace("  ", " "))
+                  f"resume with: python mlsh.py {' '.join(args + ['--load', ckpt])}")
             raise SystemExit(130)
+        except FloatingPointError as e:
+            kept = f"the last good checkpoint is intact in {ckpt}" if os.path.exists(ckpt) else "no round completed"
+            print(f"mlsh: meta-training stopped: {e}; {kept}. Try a smaller learning rate", file=sys.stderr)
+            raise SystemExit(2)
     t_meta = time.time() - t0
     log(f"meta-training took {t_meta:.0f}s; fine-tuning a fresh learner on each held-out task, "
         f"{cfg.seeds} seed(s) each, {cfg.eval_iters} iterations:")
-    results, masters = evaluate(cfg, family, subs, log=log)
+    try:
+        results, masters = evaluate(cfg, family, subs, log=log)
+    except FloatingPointError as e:
+        print(f"mlsh: evaluation stopped: {e}; the sub-policies are intact in {opts.load or ckpt}",
+              file=sys.stderr)
+        raise SystemExit(2)
     t_eval = time.time() - t0 - t_meta
     write_json(os.path.join(out, "results.json"),
                {"config": dataclasses.asdict(cfg), "methods": results, "meta_training": history,
