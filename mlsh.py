@@ -441,7 +441,7 @@ class Rollout:
     next_obs: np.ndarray     # (S, n, D) observation after the step (the final one where an episode ended)
     decide: np.ndarray       # (S, n) the master chose at this step
     choice: np.ndarray       # (S, n) the master's current choice (sub-policy index, or the action if flat)
-    choice_logp: np.ndarray  # (S, n) log prob of the choice, at the step it was made
+    choice_logp: np.ndarray  # (S, n) log prob of the choice under the master (used where decide is True)
     act: np.ndarray          # (S, n) primitive action taken
     act_logp: np.ndarray     # (S, n) its log prob under the active sub-policy
     rew: np.ndarray          # (S, n)
@@ -472,6 +472,7 @@ class Runner:
         self.countdown[:] = 0
 
     def run(self, agent, S, rng):
+        """S steps in every copy with the agent acting; returns the Rollout."""
         env, n, M = self.env, self.env.n, self.M
         K = agent.subs.p["W0"].shape[0] if agent.subs is not None else 1
         learner = np.arange(n) // self.E
