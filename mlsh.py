@@ -119,6 +119,9 @@ def check_config(cfg):
             problems.append(f"--{name.replace('_', '-')} is {getattr(cfg, name)}; it must be 0 or more")
     if not 0 < cfg.gamma <= 1 or not 0 <= cfg.lam <= 1:
         problems.append(f"--gamma {cfg.gamma} and --lam {cfg.lam}: gamma must be in (0, 1], lam in [0, 1]")
+    if cfg.steps < cfg.max_steps:   # else an iteration may end no episode, and its score would read as 0
+        problems.append(f"--steps {cfg.steps} is shorter than --max-steps {cfg.max_steps}; an iteration must be "
+                        f"able to finish an episode: raise --steps")
     if cfg.env not in PRESETS:
         problems.append(f"--env {cfg.env!r} is not a task family here; choose one of {', '.join(PRESETS)}")
     return problems

@@ -535,6 +535,7 @@ def test_a_maze_file_that_is_not_text_is_refused(tmp_path):
     (["--env", "mujoco"], "--env 'mujoco' is not a task family"),
     (["--eval-only"], "--eval-only evaluates a trained checkpoint: give it with --load FILE"),
     (["--seeds", "three"], "invalid int value: 'three'"),
+    (["--max-steps", "100"], "--steps 64 is shorter than --max-steps 100"),
 ])
 def test_bad_flags_are_refused_before_training(capsys, flags, expected):
     with pytest.raises(SystemExit) as e:
