@@ -220,6 +220,11 @@ class Net:
         self.opt = Adam(self.p, lr)
         self.name = name
 
+    @classmethod
+    def from_params(cls, params, lr, name="network"):
+        """A Net around weights that already exist (from a checkpoint), with fresh Adam state."""
+        return cls(None, None, None, None, None, lr, params=params, name=name)
+
     def __call__(self, x):
         return mlp_forward(self.p, x)[0]
 
@@ -1122,7 +1127,7 @@ def main(argv=None):
         f"N={cfg.macro}, W={cfg.warmup}, U={cfg.joint}, {cfg.rounds} rounds of {cfg.tasks} tasks side by side; "
         f"held-out tasks: {len(family.test_tasks)}")
     if opts.eval_only:
-        subs = Net(None, 0, 0, 0, cfg, cfg.sub_lr, params=resume["subs"])
+        subs = Net.from_params(resume["subs"], cfg.sub_lr, name="sub-policies")
         history = resume["history"]
         log(f"evaluating the sub-policies of {opts.load} ({len(history)} rounds of meta-training)")
     else:
