@@ -556,5 +556,5 @@ if __name__ == "__main__":
     bt = BanditTasks()
     env = bt.make([0], split="test", seed=0)
     env.reset()
-    print(f"\nMoving Bandits: mark 0 pays ('$'), the other mark is '1'; A = agent")
+    print("\nMoving Bandits: mark 0 pays ('$'), the other mark is '1'; A = agent")
     print(env.render())

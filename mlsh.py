@@ -29,8 +29,10 @@ Names used below
 """
 import argparse
 import dataclasses
+import inspect
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -736,7 +738,7 @@ def summarise(score, success, rng):
             "iters_to_80": int(reach[0]) + 1 if len(reach) else None}
 
 
-def evaluate(cfg, family, subs, flat_lr=None, log=print):
+def evaluate(cfg, family, subs, log=print):
     """The paper's measure on held-out tasks for MLSH and the three baselines.
 
     Returns the results per method and MLSH's trained masters (for pictures).
@@ -756,7 +758,7 @@ def evaluate(cfg, family, subs, flat_lr=None, log=print):
 
     # flat PPO from scratch: the best learning rate of a small sweep, chosen on these very tasks
     sweep = {lr: run(f"flat lr={lr:g}", lambda rng, L, lr=lr: new_agent(rng, L, D, A, cfg, lr))
-             for lr in ([flat_lr] if flat_lr else cfg.flat_lrs)}
+             for lr in cfg.flat_lrs}
     best = max(sweep, key=lambda lr: sweep[lr]["auc"])
     results["flat"] = dict(sweep[best], lr=best, sweep={str(lr): r["auc"] for lr, r in sweep.items()})
     results["mlsh"] = run("mlsh", lambda rng, L: new_agent(rng, L, D, K, cfg, cfg.master_lr, cfg.macro, subs=subs))
@@ -1021,8 +1023,6 @@ RUN_OPTIONS = [  # flags that change what is shown or kept, not what is learned
 
 def field_help():
     """The one-line comment beside each Config field, for --help."""
-    import inspect
-    import re
     helps = {}
     for line in inspect.getsource(Config).splitlines():
         m = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.*)$", line)
