@@ -628,6 +628,28 @@ def update(agent, ro, cfg, rng, train_subs=False):
 # Meta-training (the paper's Algorithm 1)
 # ---------------------------------------------------------------------------
 
+def meta_round(cfg, family, runner, subs, rng):
+    """One round of Algorithm 1: sample tasks; reset θ; W iterations on θ alone; U on θ and φ.
+
+    runner steps cfg.tasks * cfg.envs env copies; subs (φ) is trained in place.
+    Returns the round's record: the success rate of the last warmup iteration
+    (None when W = 0) and of the last joint one, and how often each
+    sub-policy acted.
+    """
+    M, E, K = cfg.tasks, cfg.envs, cfg.subpolicies
+    runner.set_tasks(np.repeat(family.sample(rng, M), E))               # M tasks, E copies of each
+    agent = new_agent(rng, M, family.obs_dim, K, cfg, cfg.master_lr, cfg.macro, subs=subs, critic=True)  # fresh θ
+    usage, warm = np.zeros(K), None
+    for it in range(cfg.warmup + cfg.joint):
+        ro = runner.run(agent, cfg.steps, rng)
+        update(agent, ro, cfg, rng, train_subs=it >= cfg.warmup)        # φ stays frozen for the first W
+        usage += ro.usage
+        if it == cfg.warmup - 1:
+            warm = float(ro.success.mean())
+    return {"warmup_success": warm, "joint_success": float(ro.success.mean()),
+            "usage": (usage / (cfg.warmup + cfg.joint)).round(3).tolist()}
+
+
 def meta_train(cfg, family, rng, log=print, resume=None, save=None):
     """Learn φ: rounds of {sample tasks; reset θ; W warmup iterations; U joint iterations}.
 
@@ -640,7 +662,8 @@ def meta_train(cfg, family, rng, log=print, resume=None, save=None):
         round r/R  tasks M  warmup-success w  joint-success j  usage u_1..u_K  steps/s  elapsed  eta
     where w and j are the success rates of the last warmup and the last joint
     iteration, and u_k the fraction of steps sub-policy k acted in the round
-    (a collapse shows as one u_k near 1).
+    (u_k near 0: the masters ignore sub-policy k). Two sub-policies that learned
+    the same skill do not show here; skills_alone shows them.
     """
     D, A, K, M, E = family.obs_dim, family.n_actions, cfg.subpolicies, cfg.tasks, cfg.envs
     subs = Net(rng, K, D, A, cfg, cfg.sub_lr, out_scale=0.01, name="sub-policies")
@@ -654,20 +677,11 @@ def meta_train(cfg, family, rng, log=print, resume=None, save=None):
     t0, first = time.time(), len(history)
     steps_per_round = (cfg.warmup + cfg.joint) * M * E * cfg.steps
     for r in range(first, cfg.rounds):
-        runner.set_tasks(np.repeat(family.sample(rng, M), E))
-        agent = new_agent(rng, M, D, K, cfg, cfg.master_lr, cfg.macro, subs=subs, critic=True)
-        usage, warm = np.zeros(K), None
-        for it in range(cfg.warmup + cfg.joint):
-            ro = runner.run(agent, cfg.steps, rng)
-            update(agent, ro, cfg, rng, train_subs=it >= cfg.warmup)
-            usage += ro.usage
-            if it == cfg.warmup - 1:
-                warm = float(ro.success.mean())
+        rec = {"round": r + 1, "tasks": M, **meta_round(cfg, family, runner, subs, rng)}
+        history.append(rec)
         elapsed = time.time() - t0
         done = r + 1 - first
-        rec = {"round": r + 1, "tasks": M, "warmup_success": warm, "joint_success": float(ro.success.mean()),
-               "usage": (usage / (cfg.warmup + cfg.joint)).round(3).tolist()}
-        history.append(rec)
+        warm = rec["warmup_success"]
         log(f"round {r + 1:3d}/{cfg.rounds}  tasks {M}  warmup-success {warm if warm is not None else float('nan'):.2f}"
             f"  joint-success {rec['joint_success']:.2f}  usage {' '.join(f'{u:.2f}' for u in rec['usage'])}"
             f"  {done * steps_per_round / elapsed:,.0f} steps/s  elapsed {elapsed:.0f}s"
@@ -736,6 +750,25 @@ def summarise(score, success, rng):
                            (score.mean(0) + half).clip(0, 1).round(4).tolist()],
             "success_curve": success.mean(axis=0).round(4).tolist(),
             "iters_to_80": int(reach[0]) + 1 if len(reach) else None}
+
+
+def skills_alone(cfg, family, subs, iters=4):
+    """The collapse diagnostic: each sub-policy acting alone, with no master, on each held-out task.
+
+    Returns success (K, n_tasks): row k is what sub-policy k achieves by
+    itself. Two alike rows are one skill learned twice. The mean over tasks
+    of each column's best is what a master that knew the task could get by
+    picking one sub-policy for the whole episode.
+    """
+    tasks, K = family.test_tasks, subs.p["W0"].shape[0]
+    T = len(tasks)
+    rng = np.random.default_rng([cfg.seed, 6])
+    env = family.make(np.tile(np.repeat(tasks, cfg.envs), K), "test", seed=child_seed(rng))
+    # learner k * T + j is sub-policy k on task j, acting every step as if it were a flat policy
+    alone = Agent(Net.from_params({w: np.repeat(subs.p[w], T, axis=0) for w in subs.p}, 0.0), value=None)
+    runner = Runner(env, K * T)
+    success = [runner.run(alone, cfg.steps, rng).success for _ in range(iters)]
+    return np.mean(success, axis=0).reshape(K, T)
 
 
 def evaluate(cfg, family, subs, log=print):
@@ -1107,6 +1140,16 @@ def table(results):
     return "\n".join(lines)
 
 
+def skills_table(skills):
+    """How each sub-policy does alone on the held-out tasks (a row per sub-policy when there are few tasks)."""
+    lines = [f"\neach sub-policy alone, no master (success on the held-out tasks): the best one per task "
+             f"averages {skills['best_per_task']:.2f}"]
+    if len(skills["tasks"]) <= 4:
+        lines += [f"  sub-policy {k}: " + "  ".join(f"task {t}: {s:.2f}" for t, s in zip(skills["tasks"], row))
+                  for k, row in enumerate(skills["success"])]
+    return "\n".join(lines)
+
+
 def main(argv=None):
     cfg, opts = parse_args(argv)
     log = (lambda s: None) if opts.quiet else print
@@ -1155,15 +1198,19 @@ def main(argv=None):
               file=sys.stderr)
         raise SystemExit(2)
     t_eval = time.time() - t0 - t_meta
+    alone = skills_alone(cfg, family, subs)
+    skills = {"tasks": family.test_tasks.tolist(), "success": alone.round(3).tolist(),
+              "best_per_task": float(alone.max(axis=0).mean())}
     write_json(os.path.join(out, "results.json"),
-               {"config": dataclasses.asdict(cfg), "methods": results, "meta_training": history,
-                "seconds": {"meta_training": t_meta, "evaluation": t_eval}})
+               {"config": dataclasses.asdict(cfg), "methods": results, "skills_alone": skills,
+                "meta_training": history, "seconds": {"meta_training": t_meta, "evaluation": t_eval}})
     ep = play_episode(family, masters, 0, seed=cfg.seed)
     if not opts.no_plots:
         plot_all(out, family, results, history, subs, ep)
     if opts.render:
         print("\n" + render_episode(ep))
     print("\n" + table(results))
+    print(skills_table(skills))
     print(f"\nAUC = mean normalised return over {cfg.eval_iters} fine-tuning iterations (1 = always the shortest path)."
           f"\nmeta-training {t_meta:.0f}s, evaluation {t_eval:.0f}s; results, checkpoint and figures in {out}")
 

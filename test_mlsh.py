@@ -2,8 +2,13 @@
 
 Run: python -m pytest -q
 """
+import ast
 import json
+import os
+import subprocess
+import sys
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,7 +57,7 @@ def test_mlp_backward_matches_finite_differences():
     assert _rel_err(f, g, p) < 1e-6
 
 
-def test_ppo_and_value_loss_gradients_match_finite_differences():
+def test_ppo_loss_and_value_loss_gradients_match_finite_differences():
     rng = np.random.default_rng(1)
     G, B, D, A = 2, 40, 6, 4
     pi = mlsh.mlp_init(rng, G, [D, 8, 8, A], out_scale=1.0, dtype=np.float64)
@@ -95,6 +100,20 @@ def test_ppo_and_value_loss_gradients_match_finite_differences():
     assert _rel_err(f, g, layout) < 1e-6
 
 
+def test_ppo_loss_clips_the_ratio_by_hand():
+    # two actions, pi = (0.5, 0.5), action 0 taken with old probability 0.25: ratio r = 2
+    logits, act, old_logp, w = np.zeros((1, 1, 2)), np.array([[0]]), np.log([[0.25]]), np.ones((1, 1))
+    # A = +1: min(2 * 1, 1.2 * 1) = 1.2 is the clipped term, so no gradient
+    loss, dlogits = mlsh.ppo_loss(logits, act, old_logp, np.array([[1.0]]), w, clip=0.2, ent_coef=0.0)
+    assert np.allclose(loss, [-1.2]) and np.allclose(dlogits, 0.0)
+    # A = -1: min(-2, -1.2) = -2 is the unclipped term; dL/dz = -r A (onehot - pi) = 2 (0.5, -0.5)
+    loss, dlogits = mlsh.ppo_loss(logits, act, old_logp, np.array([[-1.0]]), w, clip=0.2, ent_coef=0.0)
+    assert np.allclose(loss, [2.0]) and np.allclose(dlogits, [[[1.0, -1.0]]])
+    # the entropy bonus of a uniform policy is log 2, and its gradient there is 0
+    loss, dlogits = mlsh.ppo_loss(logits, act, np.log([[0.5]]), np.array([[0.0]]), w, clip=0.2, ent_coef=0.1)
+    assert np.allclose(loss, [-0.1 * np.log(2)]) and np.allclose(dlogits, 0.0)
+
+
 def test_log_softmax_is_stable_for_large_logits():
     z = np.array([[1000.0, 0.0, -1000.0], [5e5, 5e5, 0.0]])
     lp = mlsh.log_softmax(z)
@@ -116,6 +135,18 @@ def test_sample_follows_the_probabilities():
 
 def test_discount_cumsum_example():
     assert np.allclose(mlsh.discount_cumsum(np.array([1.0, 1.0, 1.0]), 0.5), [1.75, 1.5, 1.0])
+
+
+def test_gae_loop_by_hand():
+    # one stream of 4 steps: the goal is reached at step 2 (terminated), the step limit hits at 3 (truncated)
+    rew = np.array([[0.0], [0.0], [1.0], [0.0]])
+    val = next_val = np.full((4, 1), 0.5)
+    term = np.array([[0], [0], [1], [0]], bool)
+    end = np.array([[0], [0], [1], [1]], bool)
+    # delta = r + 0.9 (1 - term) V' - V = (-0.05, -0.05, 0.5, -0.05); A_t = delta_t + 0.45 (1 - end_t) A_t+1
+    expected = [[-0.05 + 0.45 * 0.175], [-0.05 + 0.45 * 0.5], [0.5], [-0.05]]
+    assert np.allclose(mlsh.gae_loop(rew, val, next_val, term, end, 0.9, 0.5), expected)
+    assert np.allclose(mlsh.gae(rew, val, next_val, term, end, 0.9, 0.5), expected)
 
 
 def test_gae_lfilter_equals_the_loop():
@@ -152,7 +183,7 @@ def _rollout(decide, rew, term=None, trunc=None):
                         score=None, success=None, usage=None)
 
 
-def test_master_reward_is_the_sum_over_its_N_steps():
+def test_master_transitions_reward_is_the_sum_over_its_N_steps():
     # one copy, decisions at steps 0 and 3 (N = 3); rewards at steps 1 and 5
     decide = np.array([[1], [0], [0], [1], [0], [0]], bool)
     rew = np.array([[0.0], [1.0], [0.0], [0.0], [0.0], [1.0]])
@@ -162,7 +193,7 @@ def test_master_reward_is_the_sum_over_its_N_steps():
     assert np.allclose(adv, [1.5, 1.0])
 
 
-def test_master_transition_ends_with_the_episode():
+def test_master_transitions_end_with_the_episode():
     # the episode terminates at step 1 (inside the first decision); step 2 starts a new one
     decide = np.array([[1], [0], [1], [0]], bool)
     rew = np.array([[0.0], [1.0], [0.0], [1.0]])
@@ -211,7 +242,7 @@ def test_four_rooms_layout():
     assert len(doors) == 4
 
 
-def test_bfs_matches_a_plain_breadth_first_search():
+def test_bfs_distances_match_a_plain_breadth_first_search():
     m = envs.Maze(envs.FOUR_ROOMS)
     for src in [0, 17, 50, 103]:
         ref = _bfs(m, src)
@@ -545,6 +576,31 @@ def test_bad_flags_are_refused_before_training(capsys, flags, expected):
     assert expected in err and err.count("\n") == 1          # one line, no usage block, no traceback
 
 
+def test_meta_round_trains_the_sub_policies_only_after_the_warmup(monkeypatch):
+    cfg = mlsh.Config(env="bandits", subpolicies=2, tasks=2, envs=4, warmup=2, joint=3, hidden=8)
+    fam = mlsh.make_family(cfg)
+    rng = np.random.default_rng(0)
+    subs = mlsh.Net(rng, 2, fam.obs_dim, fam.n_actions, cfg, cfg.sub_lr)
+    runner = mlsh.Runner(fam.make(np.zeros(cfg.tasks * cfg.envs, dtype=int), seed=1), cfg.tasks)
+    seen, masters, real_update = [], [], mlsh.update
+
+    def spy(agent, ro, cfg, rng, train_subs=False):
+        before = {k: v.copy() for k, v in subs.p.items()}
+        real_update(agent, ro, cfg, rng, train_subs=train_subs)
+        changed = any(not np.array_equal(before[k], subs.p[k]) for k in before)
+        seen.append((train_subs, changed, agent.subs is subs))
+        masters.append(agent.master)
+
+    monkeypatch.setattr(mlsh, "update", spy)
+    for _ in range(2):
+        rec = mlsh.meta_round(cfg, fam, runner, subs, rng)
+    # per round: W iterations that leave φ alone, then U that train it; always the shared φ
+    assert seen == 2 * ([(False, False, True)] * 2 + [(True, True, True)] * 3)
+    # θ is new at every round, and the same within one
+    assert masters[0] is masters[4] and masters[5] is not masters[4]
+    assert set(rec) == {"warmup_success", "joint_success", "usage"} and np.isclose(sum(rec["usage"]), 1)
+
+
 def test_zero_warmup_is_allowed():                          # W = 0 is the paper's ablation
     cfg, _ = mlsh.parse_args(["--warmup", "0"])
     assert cfg.warmup == 0
@@ -631,3 +687,39 @@ def test_randomness_only_from_explicit_generators():
         calls = set(re.findall(r"np\.random\.(\w+)", src))
         assert calls <= {"default_rng", "Generator"}, f"{path} uses np.random.{calls}"
         assert "import random" not in src
+
+
+# ---------------------------------------------------------------------------
+# Exercises (README, "Exercises"): each check fails when its function is blanked
+# ---------------------------------------------------------------------------
+
+EXERCISES = {  # function -> the file it is in; its check is `python -m pytest -k <function>`
+    "mlp_backward": "mlsh.py", "ppo_loss": "mlsh.py", "gae_loop": "mlsh.py",
+    "master_transitions": "mlsh.py", "meta_round": "mlsh.py", "bfs_distances": "envs.py",
+}
+
+
+def blank(source, name):
+    """The source with function `name`'s body, all but its docstring, replaced by a raise: a student's start."""
+    fn = next(n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == name)
+    body = fn.body[1:] if isinstance(fn.body[0], ast.Expr) and isinstance(fn.body[0].value, ast.Constant) else fn.body
+    lines = source.splitlines(keepends=True)
+    indent = " " * body[0].col_offset
+    stub = f"{indent}raise NotImplementedError('exercise: write {name}')\n"
+    return "".join(lines[:body[0].lineno - 1] + [stub] + lines[fn.end_lineno:])
+
+
+@pytest.mark.skipif(bool(os.environ.get("MLSH_BLANKED")), reason="already inside an exercise check")
+@pytest.mark.parametrize("name", list(EXERCISES), ids=[f"exercise{i + 1}" for i in range(len(EXERCISES))])
+def test_each_exercise_check_fails_when_its_function_is_blanked(name, tmp_path):
+    here = Path(__file__).resolve().parent
+    for f in ["mlsh.py", "envs.py", "test_mlsh.py"]:
+        (tmp_path / f).write_text((here / f).read_text())
+    target = tmp_path / EXERCISES[name]
+    target.write_text(blank(target.read_text(), name))
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", name, "test_mlsh.py"],
+                       cwd=tmp_path, env={**os.environ, "MLSH_BLANKED": "1"}, capture_output=True, text=True,
+                       timeout=600)
+    # exit code 1: tests were selected and failed (5 would mean the check selects no test at all)
+    assert r.returncode == 1, r.stdout[-3000:]
+    assert "NotImplementedError: exercise: write " + name in r.stdout
