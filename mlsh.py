@@ -265,6 +265,7 @@ def gae_loop(rew, val, next_val, term, end, gamma, lam):
     delta_t = r_t + gamma (1 - term_t) V(s_{t+1}) - V(s_t)
     A_t     = delta_t + gamma lam (1 - end_t) A_{t+1}
     """
+    # easy to get wrong: bootstrap through a truncation (term = 0 there), never through a termination
     delta = rew + gamma * (1.0 - term) * next_val - val
     adv = np.zeros_like(delta)
     running = np.zeros(delta.shape[1:])
@@ -329,6 +330,7 @@ def ppo_loss(logits, act, old_logp, adv, w, clip, ent_coef):
     dsur_dlogp = np.where(unclipped <= clipped, unclipped, 0.0)
     dlogp_dlogits = onehot - probs                                 # the softmax policy-gradient identity
     dent_dlogits = -probs * (logp_all + entropy[..., None])        # dH/dz_j = -p_j (log p_j + H)
+    # chain rule into the logits z: dL/dz = -w (dsur/dlogp * dlogp/dz + ent_coef * dH/dz)
     dlogits = -w[..., None] * (dsur_dlogp[..., None] * dlogp_dlogits + ent_coef * dent_dlogits)
     return loss, dlogits
 
