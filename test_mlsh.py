@@ -5,6 +5,7 @@ Run: python -m pytest -q
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import deque
@@ -54,7 +55,8 @@ def test_mlp_backward_matches_finite_differences():
         out, hs = mlsh.mlp_forward(q, x)
         return _flat(mlsh.mlp_backward(q, hs, out - target))
 
-    assert _rel_err(f, g, p) < 1e-6
+    err = _rel_err(f, g, p)
+    assert err < 1e-6, f"mlp_backward's gradient is off: relative error {err:.2g} against finite differences"
 
 
 def test_ppo_loss_and_value_loss_gradients_match_finite_differences():
@@ -97,7 +99,8 @@ def test_ppo_loss_and_value_loss_gradients_match_finite_differences():
         gp, gv = mlsh.mlp_backward(qp, hs, dlogits), mlsh.mlp_backward(qv, vhs, dv)
         return np.concatenate([_flat(gp), _flat(gv)])
 
-    assert _rel_err(f, g, layout) < 1e-6
+    err = _rel_err(f, g, layout)
+    assert err < 1e-6, f"the PPO and value gradients are off: relative error {err:.2g} against finite differences"
 
 
 def test_ppo_loss_clips_the_ratio_by_hand():
@@ -371,6 +374,8 @@ def test_mlsh_beats_flat_on_bandits():
     fam = mlsh.make_family(cfg)
     subs, history = mlsh.meta_train(cfg, fam, np.random.default_rng([cfg.seed, 1]), log=lambda s: None)
     assert history[-1]["warmup_success"] > 0.8      # a fresh master is good after the warmup alone
+    alone = mlsh.skills_alone(cfg, fam, subs)       # (K, 2): each sub-policy alone on task 0 and task 1
+    assert alone.max(axis=0).min() > 0.8 and alone.argmax(axis=0).tolist() in ([0, 1], [1, 0])   # one per mark
     D, A, K = fam.obs_dim, fam.n_actions, cfg.subpolicies
     mlsh_curve, _, _ = mlsh.fine_tune(cfg, fam, lambda rng, L: mlsh.new_agent(rng, L, D, K, cfg, cfg.master_lr,
                                                                           cfg.macro, subs=subs), 2)
@@ -391,6 +396,7 @@ def test_quick_run_writes_results(tmp_path):
         assert set(r) >= {"auc", "auc_ci", "curve", "iters_to_80"}
         assert r["auc_ci"][0] <= r["auc"] <= r["auc_ci"][1]
         assert len(r["curve"]) == res["config"]["eval_iters"]
+    assert np.array(res["skills_alone"]["success"]).shape == (res["config"]["subpolicies"], 2)
 
 
 def test_help_lists_every_config_field(capsys):
@@ -687,6 +693,32 @@ def test_randomness_only_from_explicit_generators():
         calls = set(re.findall(r"np\.random\.(\w+)", src))
         assert calls <= {"default_rng", "Generator"}, f"{path} uses np.random.{calls}"
         assert "import random" not in src
+
+
+# ---------------------------------------------------------------------------
+# The README's algorithm box names code that exists
+# ---------------------------------------------------------------------------
+
+def _exists(name):
+    """A name from the box: a function or class of mlsh.py or envs.py, or Class.attribute / Class.field."""
+    head, _, attr = name.partition(".")
+    obj = getattr(mlsh, head, None) or getattr(envs, head, None)
+    if obj is None or not attr:
+        return obj is not None
+    fields = {f.name for f in mlsh.dataclasses.fields(obj)} if mlsh.dataclasses.is_dataclass(obj) else set()
+    return hasattr(obj, attr) or attr in fields
+
+
+def test_every_name_in_the_readme_box_exists():
+    text = (Path(__file__).resolve().parent / "README.md").read_text()
+    box = text.split("<!-- algorithm box -->")[1].split("```")[1]
+    names = []
+    for line in box.strip().splitlines()[1:]:
+        right = re.split(r"\s{2,}", line.strip())[-1]                 # the column of code names
+        names += [re.sub(r"\(.*\)", "", n).strip() for n in right.split(",")]
+    assert len(names) >= 15
+    missing = [n for n in names if not _exists(n)]
+    assert not missing, f"the README's box names what mlsh.py and envs.py do not have: {missing}"
 
 
 # ---------------------------------------------------------------------------
