@@ -3,6 +3,7 @@
 Run: python -m pytest -q
 """
 import ast
+import dataclasses
 import json
 import os
 import re
@@ -705,7 +706,7 @@ def _exists(name):
     obj = getattr(mlsh, head, None) or getattr(envs, head, None)
     if obj is None or not attr:
         return obj is not None
-    fields = {f.name for f in mlsh.dataclasses.fields(obj)} if mlsh.dataclasses.is_dataclass(obj) else set()
+    fields = {f.name for f in dataclasses.fields(obj)} if dataclasses.is_dataclass(obj) else set()
     return hasattr(obj, attr) or attr in fields
 
 
