@@ -742,7 +742,11 @@ def fine_tune(cfg, family, make_agent, seeds):
 
 
 def summarise(score, success, rng):
-    """AUC (mean normalised return over the iterations) per learner, its mean and 95% bootstrap CI."""
+    """AUC (mean normalised return over the iterations) per learner, its mean and 95% bootstrap CI.
+
+    success_auc is the mean success rate over the iterations: the paper's
+    reward does not ask for the shortest path, so both are reported.
+    """
     auc = score.mean(axis=1)
     if np.ptp(auc) == 0:
         ci = (float(auc[0]), float(auc[0]))
@@ -751,7 +755,7 @@ def summarise(score, success, rng):
         ci = (float(res.confidence_interval.low), float(res.confidence_interval.high))
     reach = np.flatnonzero(success.mean(axis=0) >= 0.8)
     half = 1.96 * score.std(axis=0) / np.sqrt(len(score))        # normal-approximation band, per iteration
-    return {"auc": float(auc.mean()), "auc_ci": list(ci),
+    return {"auc": float(auc.mean()), "auc_ci": list(ci), "success_auc": float(success.mean()),
             "curve": score.mean(axis=0).round(4).tolist(),
             "curve_band": [(score.mean(0) - half).clip(0, 1).round(4).tolist(),
                            (score.mean(0) + half).clip(0, 1).round(4).tolist()],

@@ -7,8 +7,10 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections import deque
 from pathlib import Path
 
@@ -689,11 +691,176 @@ def test_same_seed_same_checkpoint_and_results(tmp_path):
 
 def test_randomness_only_from_explicit_generators():
     import re
-    for path in ["mlsh.py", "envs.py"]:
+    for path in ["mlsh.py", "envs.py", "sweep.py"]:
         src = open(path).read()
         calls = set(re.findall(r"np\.random\.(\w+)", src))
         assert calls <= {"default_rng", "Generator"}, f"{path} uses np.random.{calls}"
         assert "import random" not in src
+
+
+# ---------------------------------------------------------------------------
+# sweep.py: many meta-training seeds, one table
+# ---------------------------------------------------------------------------
+
+QUICK_SWEEP = ["--quick", "--no-plots"]
+
+
+def _sweep(*argv):
+    """sweep.py as a user runs it: (exit code, stdout, stderr)."""
+    r = subprocess.run([sys.executable, "sweep.py", *argv], cwd=Path(__file__).resolve().parent,
+                       capture_output=True, text=True, timeout=600)
+    return r.returncode, r.stdout, r.stderr
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """Seeds 0 and 1 of the quick budget, two at a time, and the same two runs of mlsh.py by hand."""
+    root = tmp_path_factory.mktemp("sweep")
+    code, out, err = _sweep("--seeds", "0-1", "--jobs", "2", *QUICK_SWEEP, "--out", str(root / "jobs2"))
+    assert code == 0, out + err
+    for s in (0, 1):
+        mlsh.main(QUICK_SWEEP + ["--quiet", "--seed", str(s), "--out", str(root / f"hand-{s}")])
+    return root
+
+
+def _numbers(res):
+    return {m: {k: r[k] for k in ("auc", "auc_ci", "success_auc", "curve", "iters_to_80")}
+            for m, r in res["methods"].items()}, res["skills_alone"]
+
+
+def test_sweep_gives_the_numbers_of_mlsh_run_by_hand(swept):
+    for s in (0, 1):
+        by_sweep = json.loads((swept / "jobs2" / f"seed-{s}" / "results.json").read_text())
+        by_hand = json.loads((swept / f"hand-{s}" / "results.json").read_text())
+        assert by_sweep["config"]["seed"] == s
+        assert _numbers(by_sweep) == _numbers(by_hand)
+    summary = json.loads((swept / "jobs2" / "sweep.json").read_text())
+    assert [r["seed"] for r in summary["runs"]] == [0, 1] and summary["summary"]["n"] == 2
+    assert summary["flags"] == QUICK_SWEEP and summary["config"]["rounds"] == mlsh.QUICK["rounds"]
+    assert "| seed | MLSH |" in (swept / "jobs2" / "sweep.md").read_text()
+    assert (swept / "jobs2" / "sweep.png").stat().st_size > 1000
+
+
+def test_sweep_jobs_1_and_jobs_2_agree(swept, tmp_path):
+    code, out, err = _sweep("--seeds", "0,1", "--jobs", "1", *QUICK_SWEEP, "--out", str(tmp_path))
+    assert code == 0, out + err
+    one, two = (json.loads((d / "sweep.json").read_text()) for d in (tmp_path, swept / "jobs2"))
+    assert one["runs"] == two["runs"] and one["summary"] == two["summary"]
+
+
+def test_a_second_sweep_skips_finished_seeds(swept):
+    results = [swept / "jobs2" / f"seed-{s}" / "results.json" for s in (0, 1)]
+    before = [p.stat().st_mtime_ns for p in results]
+    code, out, err = _sweep("--seeds", "0-1", *QUICK_SWEEP, "--out", str(swept / "jobs2"))
+    assert code == 0, out + err
+    assert "seed 0: already done" in out and "seed 1: already done" in out and "0 of 2 seeds to run" in out
+    assert [p.stat().st_mtime_ns for p in results] == before
+
+
+def test_summarise_of_run_folders_gives_the_sweeps_summary(swept, tmp_path):
+    code, out, err = _sweep("--summarise", str(swept / "hand-0"), str(swept / "hand-1"), "--out", str(tmp_path))
+    assert code == 0, out + err
+    made, swept_json = (json.loads((d / "sweep.json").read_text()) for d in (tmp_path, swept / "jobs2"))
+    assert made["summary"] == swept_json["summary"] and made["runs"] == swept_json["runs"]
+    assert made["config"] == swept_json["config"]
+    import sweep                      # the flags --summarise writes give the folders' settings back
+    assert sweep.settings(dataclasses.asdict(mlsh.parse_args(made["flags"])[0])) == made["config"]
+
+
+def test_summary_counts_intervals_and_bootstraps_the_difference_over_seeds():
+    import sweep
+
+    def run(seed, mlsh_ci, flat_ci, other_ci):
+        m = lambda ci: {"auc": sum(ci) / 2, "auc_ci": ci, "success_auc": 0.5, "iters_to_80": None}
+        return {"seed": seed, "methods": {"mlsh": m(mlsh_ci), "flat": {**m(flat_ci), "lr": 0.01},
+                                          "shared": m(other_ci), "random_subs": m([0.0, 0.1])}, "best_alone": 1.0}
+    rows = [run(0, [0.6, 0.8], [0.3, 0.5], [0.1, 0.2]),    # above flat and above all
+            run(1, [0.6, 0.8], [0.3, 0.5], [0.5, 0.7]),    # above flat, not above shared
+            run(2, [0.4, 0.6], [0.3, 0.5], [0.1, 0.2]),    # overlaps flat
+            {"seed": 3, "error": "exit code 2: mlsh: meta-training stopped"}]
+    s = sweep.summary(rows)
+    assert (s["n"], s["failed"], s["above_flat"], s["above_all"]) == (3, 1, 2, 1)
+    assert s["mean_diff"] == pytest.approx((0.3 + 0.3 + 0.1) / 3)
+    assert s["mean_diff_ci"][0] <= s["mean_diff"] <= s["mean_diff_ci"][1] and s["mean_diff_ci"][1] <= 0.3 + 1e-12
+    text = sweep.table(rows, s)
+    assert "| 0 | **0.700 [0.600, 0.800]** |" in text and "| 2 | 0.500 [0.400, 0.600] |" in text
+    assert "| 3 | failed: exit code 2" in text and "1 seed(s) failed" in text
+
+
+def test_seed_lists():
+    import sweep
+    assert sweep.parse_seeds("0-9") == list(range(10))
+    assert sweep.parse_seeds("0,3,7") == [0, 3, 7]
+    assert sweep.parse_seeds("7, 0-2,1") == [0, 1, 2, 7]
+
+
+def test_a_failed_seed_is_a_row_and_the_others_go_on(tmp_path):
+    code, out, err = _sweep("--seeds", "0-1", *QUICK_SWEEP, "--value-lr", "1e30", "--out", str(tmp_path))
+    assert code == 1, out + err
+    rows = json.loads((tmp_path / "sweep.json").read_text())["runs"]
+    assert [r["seed"] for r in rows] == [0, 1]
+    assert all("NaN or infinite" in r["error"] for r in rows)
+    assert "| 0 | failed: exit code 2: mlsh: meta-training stopped" in out
+
+
+def test_ctrl_c_keeps_finished_seeds_and_says_how_to_carry_on(tmp_path):
+    argv = ["--seeds", "0-1", "--jobs", "1", *QUICK_SWEEP, "--env", "bandits", "--rounds", "30", "--out", str(tmp_path)]
+    p = subprocess.Popen([sys.executable, "sweep.py", *argv], cwd=Path(__file__).resolve().parent,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    while not (tmp_path / "seed-0" / "results.json").exists() and p.poll() is None:
+        time.sleep(0.05)
+    while not (tmp_path / "seed-1" / "log.txt").exists() and p.poll() is None:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)                 # seed 1 has just started: it takes several seconds
+    out = p.communicate(timeout=120)[0]
+    assert p.returncode == 130, out
+    assert "interrupted: 1 of 2 seeds are finished" in out and "carry on with: python sweep.py --seeds 0-1" in out
+    assert not (tmp_path / "seed-1" / "results.json").exists()
+    code, out, err = _sweep(*argv)
+    assert code == 0, out + err
+    assert "seed 0: already done" in out and "1 of 2 seeds to run" in out
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--seeds", "0-x"], "'0-x' is not a seed or a range"),
+    (["--seeds", "3,,4"], "'' is not a seed or a range"),
+    (["--seeds", ""], "'' is not a seed or a range"),
+    (["--seeds", "5-3"], "the range 5-3 is reversed (empty); write it low-high, as 3-5"),
+    (["--seeds", "0-1", "--jobs", "0"], "--jobs is 0; it must be at least 1"),
+    (["--seeds", "0-1", "--macro", "0"], "--macro is 0; it must be at least 1"),
+    (["--seeds", "0-1", "--env", "mujoco"], "--env 'mujoco' is not a task family"),
+    (["--seeds", "0-1", "--maze", "no-such-maze.txt"], "maze file no-such-maze.txt: No such file"),
+    (["--seeds", "0-1", "--seed", "3"], "--seed is not for a sweep: give the seeds with --seeds"),
+    (["--seeds", "0-1", "--eval-only"], "--eval-only is not for a sweep"),
+    ([], "give --seeds to run a sweep, or --summarise DIR"),
+    (["--summarise", "nowhere"], "nowhere holds no results.json"),
+])
+def test_sweep_refuses_bad_input_in_one_line_before_any_worker(argv, expected, tmp_path, capsys):
+    import sweep
+    with pytest.raises(SystemExit) as e:
+        sweep.main(argv + (["--out", str(tmp_path / "out")] if "--summarise" not in argv else []))
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sweep: ") and expected in err and err.count("\n") == 1, err
+    assert not list(tmp_path.glob("out/seed-*"))
+
+
+def test_summarise_refuses_folders_of_different_settings(swept, tmp_path, capsys):
+    import sweep
+    mlsh.main(QUICK_SWEEP + ["--quiet", "--macro", "3", "--out", str(tmp_path / "other")])
+    with pytest.raises(SystemExit) as e:
+        sweep.main(["--summarise", str(swept / "hand-0"), str(tmp_path / "other"), "--out", str(tmp_path)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "are runs of different settings (macro is 3 there, 5 here)" in err and err.count("\n") == 1
+
+
+def test_a_sweep_refuses_a_folder_of_other_settings(swept, tmp_path, capsys):
+    import sweep
+    with pytest.raises(SystemExit) as e:
+        sweep.main(["--seeds", "0", *QUICK_SWEEP, "--macro", "3", "--out", str(swept / "jobs2")])
+    assert e.value.code == 2
+    assert "holds a run of other settings (macro is 5 there, 3 here)" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------
@@ -746,7 +913,7 @@ def blank(source, name):
 @pytest.mark.parametrize("name", list(EXERCISES), ids=[f"exercise{i + 1}" for i in range(len(EXERCISES))])
 def test_each_exercise_check_fails_when_its_function_is_blanked(name, tmp_path):
     here = Path(__file__).resolve().parent
-    for f in ["mlsh.py", "envs.py", "test_mlsh.py"]:
+    for f in ["mlsh.py", "envs.py", "sweep.py", "test_mlsh.py"]:
         (tmp_path / f).write_text((here / f).read_text())
     target = tmp_path / EXERCISES[name]
     target.write_text(blank(target.read_text(), name))

@@ -1,0 +1,413 @@
+"""Run mlsh.py over many meta-training seeds, several at a time, and summarise them in one table.
+
+A claim about MLSH is a claim over meta-training seeds. This file is the
+tooling for that, kept apart from the algorithm (which stays in mlsh.py):
+
+    python sweep.py --seeds 0-9                        # Four Rooms, ten seeds, one per core at a time
+    python sweep.py --seeds 0-9 --env bandits          # any mlsh.py flag passes through
+    python sweep.py --seeds 0,3,7 --jobs 1 --out DIR
+    python sweep.py --summarise DIR [DIR ...]          # run folders made anywhere (one per cluster job, say)
+
+Each seed runs `python mlsh.py --seed S <flags> --out DIR/seed-S` in a
+process of its own, so its numbers are bit for bit those of that command run
+by hand. A seed whose folder already holds a results.json of the same
+settings is not run again, and one stopped half-way resumes from its
+checkpoint: an interrupted sweep carries on where it stopped. The summary
+goes into DIR/sweep.json, DIR/sweep.md (the table, also printed) and
+DIR/sweep.png.
+"""
+import argparse
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+from scipy.stats import bootstrap
+
+import mlsh
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MLSH = os.path.join(HERE, "mlsh.py")
+METHODS = [name for name, _ in mlsh.METHODS]                  # mlsh, flat, shared, random_subs
+LABELS = {**dict(mlsh.METHODS), "random_subs": "random subs"}
+NOT_HERE = {"--seed": "give the seeds with --seeds", "--load": "a sweep trains every seed itself",
+            "--eval-only": "a sweep trains every seed itself", "--bench": "run python mlsh.py --bench by itself"}
+
+
+class BadInput(Exception):
+    """Input that sweep.py refuses: one line for the user, exit code 2."""
+
+
+# ---------------------------------------------------------------------------
+# Seeds and settings
+# ---------------------------------------------------------------------------
+
+def parse_seeds(text):
+    """'0-9', '0,3,7' or both ('0-4,9') -> sorted list of distinct seeds."""
+    seeds = set()
+    for part in text.split(","):
+        part = part.strip()
+        lo, dash, hi = part.partition("-")
+        if not part or not lo.isdigit() or (dash and not hi.isdigit()):
+            raise BadInput(f"--seeds {text!r}: {part!r} is not a seed or a range; write seeds like 0-9, 0,3,7 "
+                           f"or 0-4,9")
+        lo, hi = int(lo), int(hi) if dash else int(lo)
+        if hi < lo:
+            raise BadInput(f"--seeds {text!r}: the range {part} is reversed (empty); write it low-high, "
+                           f"as {hi}-{lo}")
+        seeds.update(range(lo, hi + 1))
+    return sorted(seeds)
+
+
+def settings(config):
+    """A run's config without what differs between the seeds of one sweep (seed, output folder)."""
+    config = json.loads(json.dumps(config))                  # tuples as lists, as results.json has them
+    return {k: v for k, v in config.items() if k not in ("seed", "out")}
+
+
+def differences(a, b):
+    return "; ".join(f"{k} is {a.get(k)!r} there, {b.get(k)!r} here" for k in sorted(set(a) | set(b))
+                     if a.get(k) != b.get(k))
+
+
+def flags_of(config):
+    """The mlsh.py flags that give `config` (what differs from its env's defaults), seed and folder left out."""
+    config = settings(config)
+    default = settings(dataclasses.asdict(mlsh.Config(**mlsh.PRESETS[config["env"]])))
+    flags = [] if config["env"] == mlsh.Config.env else ["--env", config["env"]]
+    for k, v in config.items():
+        if k == "env" or v == default.get(k):
+            continue
+        flag = "--" + k.replace("_", "-")
+        flags += [flag] if v is True else [flag, *map(str, v)] if isinstance(v, list) else [flag, str(v)]
+    return flags
+
+
+def check_flags(flags):
+    """What mlsh.py makes of `flags` (a Config), or BadInput with mlsh.py's own message, before any worker starts."""
+    for flag in flags:
+        name = flag.split("=")[0]
+        if name in NOT_HERE:
+            raise BadInput(f"{name} is not for a sweep: {NOT_HERE[name]}")
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            cfg, _ = mlsh.parse_args(flags + ["--seed", "0"])
+        mlsh.make_family(cfg)                                  # a bad maze file is refused here too
+    except SystemExit:
+        raise BadInput(err.getvalue().strip().removeprefix("mlsh: ")) from None
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+    return cfg
+
+
+# ---------------------------------------------------------------------------
+# Running the seeds, --jobs at a time
+# ---------------------------------------------------------------------------
+
+def read_results(folder):
+    path = os.path.join(folder, "results.json")
+    with open(path) as f:
+        return json.load(f)
+
+
+def plan(seeds, cfg, out):
+    """Which seeds are done, which resume from a checkpoint, which start afresh; refuse folders of other settings."""
+    want = settings(dataclasses.asdict(cfg))
+    family = mlsh.make_family(cfg)
+    done, todo = {}, []
+    for s in seeds:
+        folder = os.path.join(out, f"seed-{s}")
+        ckpt = os.path.join(folder, "checkpoint.npz")
+        if os.path.isfile(os.path.join(folder, "results.json")):
+            res = read_results(folder)
+            if settings(res["config"]) != want or res["config"]["seed"] != s:
+                raise BadInput(f"{folder} holds a run of other settings ({differences(settings(res['config']), want)}):"
+                               f" choose another --out, or move that folder away")
+            done[s] = res
+        elif os.path.isfile(ckpt):
+            try:
+                saved = mlsh.load_checkpoint(ckpt, dataclasses.replace(cfg, seed=s), family, resume=True)
+                if len(saved["history"]) > cfg.rounds:
+                    raise ValueError(f"checkpoint {ckpt} has {len(saved['history'])} rounds, more than --rounds "
+                                     f"{cfg.rounds}")
+            except ValueError as e:
+                raise BadInput(f"{e}; it cannot be resumed here: choose another --out, or move {folder} away") from None
+            todo.append((s, ["--load", ckpt]))
+        else:
+            todo.append((s, []))
+    return done, todo
+
+
+def start(seed, flags, extra, out):
+    """`python mlsh.py <flags> --seed S --out DIR/seed-S` in its own process, its output into the folder's log.txt."""
+    folder = os.path.join(out, f"seed-{seed}")
+    os.makedirs(folder, exist_ok=True)
+    log = open(os.path.join(folder, "log.txt"), "a")
+    cmd = [sys.executable, MLSH, *flags, "--seed", str(seed), "--out", folder, *extra]
+    log.write(f"$ {shlex.join(cmd)}\n")
+    log.flush()
+    # a session of its own: Ctrl-C reaches the sweep only, which then stops the workers itself
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, log, folder
+
+
+def failure(folder, code):
+    """The reason a seed failed: the last 'mlsh:' line (or last line) of its log."""
+    with open(os.path.join(folder, "log.txt")) as f:
+        lines = [line.strip() for line in f if line.strip()]
+    said = [line for line in lines if line.startswith("mlsh:")] or lines[-1:] or ["no output"]
+    return f"exit code {code}: {said[-1]}"
+
+
+def run_seeds(seeds, flags, cfg, out, jobs, log=print):
+    """Every seed's run, jobs at a time; returns {seed: results or {"error": why}}."""
+    runs, todo = plan(seeds, cfg, out)
+    for s in runs:
+        log(f"seed {s}: already done in {os.path.join(out, f'seed-{s}')}")
+    resumed = [s for s, extra in todo if extra]
+    log(f"sweep: {len(todo)} of {len(seeds)} seeds to run, {jobs} at a time, into {out}"
+        + (f" (resuming seed {', '.join(map(str, resumed))} from the checkpoint in its folder)" if resumed else ""))
+    running, t0, finished = {}, time.time(), 0
+    try:
+        while todo or running:
+            while todo and len(running) < jobs:
+                s, extra = todo.pop(0)
+                running[s] = start(s, flags, extra, out)
+            time.sleep(0.2)
+            for s, (proc, fh, folder) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                fh.close()
+                del running[s]
+                finished += 1
+                ok = proc.returncode == 0 and os.path.isfile(os.path.join(folder, "results.json"))
+                runs[s] = read_results(folder) if ok else {"error": failure(folder, proc.returncode)}
+                elapsed = time.time() - t0
+                eta = elapsed / finished * (len(todo) + len(running))
+                what = (f"MLSH {runs[s]['methods']['mlsh']['auc']:.3f}  flat {runs[s]['methods']['flat']['auc']:.3f}"
+                        if ok else f"failed ({runs[s]['error']})")
+                log(f"seed {s}: {what}  ({len(runs)}/{len(seeds)} seeds done, elapsed {elapsed:.0f}s, eta {eta:.0f}s)")
+    except KeyboardInterrupt:
+        for proc, fh, _ in running.values():
+            proc.send_signal(signal.SIGINT)                   # mlsh.py keeps its last complete round
+        for proc, fh, _ in running.values():
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            fh.close()
+        kept = sorted(s for s in runs if "error" not in runs[s])
+        raise KeyboardInterrupt(f"interrupted: {len(kept)} of {len(seeds)} seeds are finished and kept in {out}")
+    return runs
+
+
+# ---------------------------------------------------------------------------
+# Summary: sweep.json, sweep.md, sweep.png
+# ---------------------------------------------------------------------------
+
+def row(seed, res):
+    """One seed's line of sweep.json."""
+    if "error" in res:
+        return {"seed": seed, "error": res["error"]}
+    keep = ("auc", "auc_ci", "success_auc", "iters_to_80")
+    methods = {m: {k: res["methods"][m].get(k) for k in keep} for m in METHODS}
+    methods["flat"]["lr"] = res["methods"]["flat"]["lr"]
+    return {"seed": seed, "methods": methods, "best_alone": res["skills_alone"]["best_per_task"]}
+
+
+def interval(x, rng):
+    """Mean of x and its 95% bootstrap interval (the point itself when x cannot be resampled)."""
+    x = np.asarray(x, dtype=float)
+    if len(x) < 2 or np.ptp(x) == 0:
+        return float(x.mean()), [float(x.mean())] * 2
+    res = bootstrap((x,), np.mean, confidence_level=0.95, n_resamples=10000, method="percentile", rng=rng)
+    return float(x.mean()), [float(res.confidence_interval.low), float(res.confidence_interval.high)]
+
+
+def summary(rows):
+    """Over the seeds that finished: how often MLSH's interval lies above flat's and every baseline's,
+    and the mean over seeds of MLSH's AUC minus flat's with a 95% bootstrap interval over seeds."""
+    ok = [r for r in rows if "error" not in r]
+    if not ok:
+        return {"n": 0, "failed": len(rows)}
+    low = lambda r, m: r["methods"][m]["auc_ci"][0]
+    high = lambda r, m: r["methods"][m]["auc_ci"][1]
+    diff = [r["methods"]["mlsh"]["auc"] - r["methods"]["flat"]["auc"] for r in ok]
+    mean_diff, ci = interval(diff, np.random.default_rng(0))
+    return {"n": len(ok), "failed": len(rows) - len(ok),
+            "above_flat": sum(low(r, "mlsh") > high(r, "flat") for r in ok),
+            "above_all": sum(low(r, "mlsh") > max(high(r, m) for m in METHODS[1:]) for r in ok),
+            "mean_diff": mean_diff, "mean_diff_ci": ci,
+            "mean_auc": {m: float(np.mean([r["methods"][m]["auc"] for r in ok])) for m in METHODS},
+            "mean_success_auc": {m: float(np.mean([r["methods"][m]["success_auc"] for r in ok]))
+                                 if all(r["methods"][m]["success_auc"] is not None for r in ok) else None
+                                 for m in METHODS}}
+
+
+def summary_line(s):
+    if s["n"] == 0:
+        return f"no seed finished ({s['failed']} failed)"
+    failed = f"; {s['failed']} seed(s) failed" if s["failed"] else ""
+    return (f"{s['n']} seeds: MLSH's interval above flat PPO's on {s['above_flat']} of {s['n']}, above every "
+            f"baseline's on {s['above_all']}; MLSH AUC minus flat's {s['mean_diff']:+.3f} "
+            f"[{s['mean_diff_ci'][0]:+.3f}, {s['mean_diff_ci'][1]:+.3f}] (mean over seeds, 95% bootstrap "
+            f"interval); mean AUC MLSH {s['mean_auc']['mlsh']:.3f}, flat {s['mean_auc']['flat']:.3f}{failed}")
+
+
+def table(rows, s):
+    """The per-seed markdown table: bold where MLSH's interval lies above flat's."""
+    head = ("| seed | MLSH | flat PPO (lr) | shared | random subs | success AUC MLSH / flat | best sub-policy alone |\n"
+            "| --- | --- | --- | --- | --- | --- | --- |")
+    lines = [head]
+    cell = lambda m: f"{m['auc']:.3f} [{m['auc_ci'][0]:.3f}, {m['auc_ci'][1]:.3f}]"
+    frac = lambda x: "-" if x is None else f"{x:.2f}"
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['seed']} | failed: {r['error']} | | | | | |")
+            continue
+        m = r["methods"]
+        above = m["mlsh"]["auc_ci"][0] > m["flat"]["auc_ci"][1]
+        lines.append(f"| {r['seed']} | {'**' + cell(m['mlsh']) + '**' if above else cell(m['mlsh'])} | "
+                     f"{cell(m['flat'])} ({m['flat']['lr']:g}) | {cell(m['shared'])} | {cell(m['random_subs'])} | "
+                     f"{frac(m['mlsh']['success_auc'])} / {frac(m['flat']['success_auc'])} | {r['best_alone']:.2f} |")
+    if s["n"]:
+        mean, succ = s["mean_auc"], s["mean_success_auc"]
+        lines.append(f"| mean | {mean['mlsh']:.3f} | {mean['flat']:.3f} | {mean['shared']:.3f} | "
+                     f"{mean['random_subs']:.3f} | {frac(succ['mlsh'])} / {frac(succ['flat'])} | |")
+    return "\n".join(lines) + "\n\n" + summary_line(s) + "\n"
+
+
+def plot(path, rows, title):
+    """Every method's AUC per seed: a dot per seed, a grey line joining one seed's methods, the mean as a bar."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if "error" not in r]
+    x = np.arange(len(METHODS))
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for r in ok:
+        y = [r["methods"][m]["auc"] for m in METHODS]
+        ax.plot(x, y, color="grey", lw=0.8, alpha=0.6, zorder=1)
+        ax.text(x[0] - 0.08, y[0], str(r["seed"]), fontsize=7, color="grey", va="center", ha="right")
+    for i, m in enumerate(METHODS):
+        y = [r["methods"][m]["auc"] for r in ok]
+        ax.scatter(np.full(len(y), i), y, s=25, color=f"C{i}", zorder=2)
+        if y:
+            ax.hlines(np.mean(y), i - 0.25, i + 0.25, color="black", lw=2.5, zorder=3)
+            ax.text(i + 0.27, np.mean(y), f"{np.mean(y):.2f}", va="center", fontsize=8)
+    ax.set(xticks=x, xticklabels=[LABELS[m] for m in METHODS], ylabel="AUC on held-out tasks", ylim=(-0.03, 1.03),
+           xlim=(-0.6, len(METHODS) - 0.3))
+    ax.set_title(title, fontsize=9)
+    ax.text(0.0, -0.14, f"{len(ok)} meta-training seeds (dots; a line joins one seed's methods; bar: mean)",
+            transform=ax.transAxes, fontsize=8)
+    tmp = path + ".tmp"
+    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_summary(out, runs, flags, config, log=print):
+    """sweep.json, sweep.md and sweep.png in `out` from {seed: results}; prints the table."""
+    rows = [row(s, runs[s]) for s in sorted(runs)]
+    s = summary(rows)
+    command = shlex.join(["python", "mlsh.py", *flags])
+    mlsh.write_json(os.path.join(out, "sweep.json"), {"flags": flags, "config": config, "runs": rows, "summary": s})
+    text = f"`{command} --seed S`, seeds {', '.join(str(r['seed']) for r in rows)}\n\n{table(rows, s)}"
+    tmp = os.path.join(out, "sweep.md.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, os.path.join(out, "sweep.md"))
+    if s["n"]:
+        plot(os.path.join(out, "sweep.png"), rows, command)
+    log("\n" + text)
+    log(f"sweep.json, sweep.md and sweep.png in {out}")
+    return s
+
+
+def gather(folders):
+    """{seed: results} from run folders made anywhere; all must hold one setting, each seed once."""
+    runs, first = {}, None
+    for folder in folders:
+        if not os.path.isfile(os.path.join(folder, "results.json")):
+            raise BadInput(f"{folder} holds no results.json: give folders that a finished mlsh.py run wrote")
+        res = read_results(folder)
+        seed = res["config"]["seed"]
+        if first is None:
+            first = (folder, settings(res["config"]))
+        elif settings(res["config"]) != first[1]:
+            raise BadInput(f"{folder} and {first[0]} are runs of different settings "
+                           f"({differences(settings(res['config']), first[1])}): summarise one setting at a time")
+        if seed in runs:
+            raise BadInput(f"{folder} is seed {seed} again: give each seed's folder once")
+        runs[seed] = res
+    return runs, first[1]
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise BadInput(f"{message} (python sweep.py --help)")
+
+
+def parse(argv):
+    p = Parser(allow_abbrev=False, description="Run python mlsh.py over meta-training seeds, several at a time, "
+               "and summarise them (sweep.json, sweep.md, sweep.png). Every other flag goes to mlsh.py as it is "
+               "(python mlsh.py --help).")
+    p.add_argument("--seeds", help="seeds to run: 0-9, 0,3,7 or both (0-4,9)")
+    p.add_argument("--jobs", type=int, help="seeds run at a time (default: the cores this process may use)")
+    p.add_argument("--out", help="the sweep's folder; seed S runs in OUT/seed-S (default: runs/sweep-<env> "
+                                 "beside mlsh.py; with --summarise, the folders' common parent)")
+    p.add_argument("--summarise", nargs="+", metavar="DIR", help="no runs: summarise these finished run folders")
+    args, flags = p.parse_known_args(argv)
+    if (args.seeds is None) == (args.summarise is None):
+        raise BadInput("give --seeds to run a sweep, or --summarise DIR ... to summarise run folders (not both)")
+    if args.summarise and flags:
+        raise BadInput(f"--summarise takes folders only, not mlsh.py flags ({' '.join(flags)})")
+    if args.jobs is not None and args.jobs < 1:
+        raise BadInput(f"--jobs is {args.jobs}; it must be at least 1")
+    return args, flags
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args, flags = parse(argv)
+        if args.summarise:
+            folders = [os.path.abspath(d) for d in args.summarise]
+            runs, config = gather(folders)
+            out = os.path.abspath(args.out or os.path.commonpath([os.path.dirname(d) for d in folders]))
+            mlsh.check_writable(out)
+            write_summary(out, runs, flags_of(config), config)
+            return
+        seeds = parse_seeds(args.seeds)
+        cfg = check_flags(flags)
+        out = os.path.abspath(args.out or os.path.join(HERE, "runs", f"sweep-{cfg.env}"))
+        mlsh.check_writable(out)
+        jobs = args.jobs or len(os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+        runs = run_seeds(seeds, flags, cfg, out, jobs)
+        write_summary(out, runs, flags, settings(dataclasses.asdict(cfg)))
+    except (BadInput, ValueError) as e:
+        print(f"sweep: {e}", file=sys.stderr)
+        raise SystemExit(2)
+    except KeyboardInterrupt as e:
+        print(f"\n{e or 'interrupted'}\ncarry on with: {shlex.join(['python', 'sweep.py', *argv])}")
+        raise SystemExit(130)
+    if any("error" in r for r in runs.values()):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
