@@ -8,7 +8,8 @@ on distributions of related tasks. This file builds two of them on a grid:
                     a task is which of the two marks pays.
 
 Each family has a fixed split into training tasks (meta-training sees only
-these) and held-out tasks (used only for evaluation).
+these) and two held-out sets: validation tasks, on which settings are
+compared, and test tasks, which give the reported numbers.
 
 Environments are batched: `n` copies step together as arrays, every copy with
 its own task, so that many tasks run side by side with no Python loop over
@@ -471,24 +472,33 @@ def check_env(env, steps=200):
 class TaskFamily:
     """A distribution of tasks with a fixed split, and a factory for batched envs.
 
-    train_tasks / test_tasks: arrays of task ids. Meta-training samples only
-    from train_tasks; evaluation uses only test_tasks. `make(tasks, split, seed)`
-    builds a batched env with one copy per entry of `tasks`.
+    train_tasks / val_tasks / test_tasks: arrays of task ids. Meta-training
+    samples only from train_tasks; settings are compared on val_tasks; the
+    reported numbers come from test_tasks. `make(tasks, split, seed)` builds
+    a batched env with one copy per entry of `tasks`.
     """
+
+    SPLITS = ("test", "validation")
 
     def sample(self, rng, n):
         """n training tasks, drawn uniformly with replacement."""
         return rng.choice(self.train_tasks, size=n)
 
+    def held_out(self, split):
+        """The task ids of a held-out split: "test" or "validation"."""
+        return {"test": self.test_tasks, "validation": self.val_tasks}[split]
+
 
 class GoalTasks(TaskFamily):
     """Goal cells of a maze (Four Rooms by default).
 
-    Held out: `n_test` goals (at most a quarter of them) chosen once by
+    Held out: `n_test` test goals (at most a quarter of them) chosen once by
     `split_seed` among the cells at least `min_dist` moves from the maze's
     'S' cell (or, if too few are that far, among the farther half; or among
-    all cells if the maze has no 'S'). Training goals: every other free cell
-    but 'S'. start="S" starts every episode at 'S'; start=None anywhere.
+    all cells if the maze has no 'S'); then as many validation goals, drawn
+    the same way from the far cells left (the farthest left, if too few).
+    Training goals: every other free cell but 'S'. start="S" starts every
+    episode at 'S'; start=None anywhere.
     """
 
     def __init__(self, start="S", slip=0.0, max_steps=50, n_test=16, min_dist=10, split_seed=1234, rows=FOUR_ROOMS):
@@ -516,7 +526,12 @@ class GoalTasks(TaskFamily):
                 far = cells[np.argsort(-dist, kind="stable")[:max(n_test, len(cells) // 2)]]
         rng = np.random.default_rng(split_seed)
         self.test_tasks = np.sort(rng.choice(far, size=n_test, replace=False))
-        self.train_tasks = np.setdiff1d(cells, self.test_tasks)
+        pool = np.setdiff1d(far, self.test_tasks)
+        if len(pool) < n_test:                          # too few far cells left: the farthest of the rest
+            rest = np.setdiff1d(cells, self.test_tasks)
+            pool = rest[np.argsort(-self.maze.dist[0 if ref is None else ref, rest], kind="stable")[:n_test]]
+        self.val_tasks = np.sort(rng.choice(pool, size=n_test, replace=False))
+        self.train_tasks = np.setdiff1d(cells, np.r_[self.test_tasks, self.val_tasks])
         self.obs_dim, self.n_actions = self.maze.n_cells, 4
 
     def make(self, tasks, split="train", seed=None):
@@ -524,10 +539,11 @@ class GoalTasks(TaskFamily):
 
 
 class BanditTasks(TaskFamily):
-    """Moving Bandits. The two tasks (mark 0 pays, mark 1 pays) are used in both
-    phases; what is held out is the layouts: the unordered pairs of mark cells
-    are split once by `split_seed`, and evaluation draws marks only from pairs
-    that meta-training never saw."""
+    """Moving Bandits. The two tasks (mark 0 pays, mark 1 pays) are used in every
+    phase; what is held out is the layouts: the unordered pairs of mark cells
+    are split once by `split_seed` into training, validation and test pairs
+    (a quarter each held out), and evaluation draws marks only from pairs that
+    meta-training never saw."""
 
     name = "bandits"
 
@@ -537,9 +553,10 @@ class BanditTasks(TaskFamily):
         i, j = np.triu_indices(self.maze.n_cells, k=1)
         pairs = np.stack([i, j], axis=1)
         rng = np.random.default_rng(split_seed)
-        held = rng.random(len(pairs)) < test_fraction
-        self.pairs = {"train": pairs[~held], "test": pairs[held]}
-        self.train_tasks = self.test_tasks = np.array([0, 1])
+        u = rng.random(len(pairs))
+        test, val = u < test_fraction, u >= 1 - test_fraction
+        self.pairs = {"train": pairs[~test & ~val], "validation": pairs[val], "test": pairs[test]}
+        self.train_tasks = self.val_tasks = self.test_tasks = np.array([0, 1])
         self.obs_dim, self.n_actions = 6, 4
 
     def make(self, tasks, split="train", seed=None):

@@ -40,6 +40,7 @@ import os
 import re
 import sys
 import time
+import zlib
 from dataclasses import dataclass
 
 # The matrices here are small: BLAS threads cost more than they give, and
@@ -61,6 +62,7 @@ import envs  # noqa: E402
 @dataclass
 class Config:
     # environment
+    preset: str = "fourrooms"       # named settings (PRESETS): fourrooms, bandits or paper; --env picks its own
     env: str = "fourrooms"          # task family: fourrooms | bandits
     max_steps: int = 50             # T: episode step limit
     slip: float = 0.0               # chance that a move is replaced by one of the other three
@@ -90,6 +92,8 @@ class Config:
     master_ent: float = 0.01        # entropy bonus of the master
     sub_ent: float = 0.01           # entropy bonus of the sub-policies (keeps a skill able to change)
     # evaluation on held-out tasks
+    eval_split: str = "test"        # held-out tasks: test (the reported numbers) or validation (to compare settings)
+    methods: tuple = ("mlsh", "flat", "shared", "random_subs")  # methods evaluated (fewer: faster comparisons)
     eval_iters: int = 30            # iterations a fresh learner gets on each held-out task
     seeds: int = 5                  # evaluation seeds (each runs every held-out task)
     flat_lrs: tuple = (3e-3, 1e-2, 3e-2)  # flat PPO learning rates tried; the best is reported
@@ -98,11 +102,17 @@ class Config:
     out: str = ""                   # folder for results, checkpoint, figures (default: runs/<env> beside mlsh.py)
 
 
-PRESETS = {  # per task family; any flag given on the command line wins
-    "fourrooms": dict(subpolicies=4, macro=5, max_steps=50, warmup=10, joint=20, rounds=20),
-    "bandits": dict(subpolicies=2, macro=10, max_steps=50, warmup=5, joint=15, rounds=20,
-                    flat_lrs=(1e-2, 3e-2, 1e-1)),   # chosen over 10 meta-training seeds: see README
+PRESETS = {  # named settings; --env E uses preset E, and any flag given on the command line wins
+    "fourrooms": dict(env="fourrooms", subpolicies=4, macro=5, max_steps=50, warmup=10, joint=20, rounds=20),
+    "bandits": dict(env="bandits", subpolicies=2, macro=10, max_steps=50, warmup=5, joint=15, rounds=20,
+                    flat_lrs=(1e-2, 3e-2, 1e-1)),   # chosen over 10 meta-training seeds: see RESULTS.md
+    # the paper's Four Rooms (Sec. 6.3): fixed start, a random goal, T 100, N 25, K 4, W 20, U 30,
+    # about 2,000 steps per iteration per task (16 x 128), 2 x 64 networks
+    "paper": dict(env="fourrooms", subpolicies=4, macro=25, max_steps=100, warmup=20, joint=30, rounds=20,
+                  steps=128, layers=2),
 }
+FAMILIES = ("fourrooms", "bandits")
+METHOD_NAMES = ("mlsh", "flat", "shared", "random_subs")
 
 
 def check_config(cfg):
@@ -129,8 +139,15 @@ def check_config(cfg):
     if cfg.steps < cfg.max_steps:   # else an iteration may end no episode, and its score would read as 0
         problems.append(f"--steps {cfg.steps} is shorter than --max-steps {cfg.max_steps}; an iteration must be "
                         f"able to finish an episode: raise --steps")
-    if cfg.env not in PRESETS:
-        problems.append(f"--env {cfg.env!r} is not a task family here; choose one of {', '.join(PRESETS)}")
+    if cfg.env not in FAMILIES:
+        problems.append(f"--env {cfg.env!r} is not a task family here; choose one of {', '.join(FAMILIES)}")
+    if cfg.eval_split not in envs.TaskFamily.SPLITS:
+        problems.append(f"--eval-split {cfg.eval_split!r}: choose test or validation")
+    unknown = [m for m in cfg.methods if m not in METHOD_NAMES]
+    if unknown or not cfg.methods:
+        problems.append(f"--methods {' '.join(cfg.methods)}: choose one or more of {', '.join(METHOD_NAMES)}")
+    elif "shared" in cfg.methods and "flat" not in cfg.methods:
+        problems.append("--methods: shared needs flat too (the shared policy uses flat PPO's best learning rate)")
     return problems
 
 
@@ -729,9 +746,9 @@ def fine_tune(cfg, family, make_agent, seeds):
     learners (learner l ran held-out task l % n_tasks).
     """
     rng = np.random.default_rng([cfg.seed, 2])
-    tasks = np.tile(family.test_tasks, seeds)
+    tasks = np.tile(family.held_out(cfg.eval_split), seeds)
     L = len(tasks)
-    runner = Runner(family.make(np.repeat(tasks, cfg.envs), "test", seed=child_seed(rng)), L)
+    runner = Runner(family.make(np.repeat(tasks, cfg.envs), cfg.eval_split, seed=child_seed(rng)), L)
     agent = make_agent(rng, L)
     score, success = np.zeros((L, cfg.eval_iters)), np.zeros((L, cfg.eval_iters))
     for it in range(cfg.eval_iters):
@@ -771,10 +788,10 @@ def skills_alone(cfg, family, subs, iters=4):
     of each column's best is what a master that knew the task could get by
     picking one sub-policy for the whole episode.
     """
-    tasks, K = family.test_tasks, subs.p["W0"].shape[0]
+    tasks, K = family.held_out(cfg.eval_split), subs.p["W0"].shape[0]
     T = len(tasks)
     rng = np.random.default_rng([cfg.seed, 6])
-    env = family.make(np.tile(np.repeat(tasks, cfg.envs), K), "test", seed=child_seed(rng))
+    env = family.make(np.tile(np.repeat(tasks, cfg.envs), K), cfg.eval_split, seed=child_seed(rng))
     # learner k * T + j is sub-policy k on task j, acting every step as if it were a flat policy
     alone = Agent(Net.from_params({w: np.repeat(subs.p[w], T, axis=0) for w in subs.p}, 0.0), value=None)
     runner = Runner(env, K * T)
@@ -783,43 +800,46 @@ def skills_alone(cfg, family, subs, iters=4):
 
 
 def evaluate(cfg, family, subs, log=print):
-    """The paper's measure on held-out tasks for MLSH and the three baselines.
+    """The paper's measure on held-out tasks for MLSH and the three baselines (those in cfg.methods).
 
-    Returns the results per method and MLSH's trained masters (for pictures).
+    Returns the results per method and MLSH's trained masters (for pictures; None without MLSH).
     """
     D, A, K = family.obs_dim, family.n_actions, cfg.subpolicies
-    stats_rng = np.random.default_rng([cfg.seed, 3])
-    results, t0 = {}, time.time()
-
-    learners = {}
+    results, learners, t0 = {}, {}, time.time()
 
     def run(name, make_agent):
         score, success, learners[name] = fine_tune(cfg, family, make_agent, cfg.seeds)
+        stats_rng = np.random.default_rng([cfg.seed, 3, zlib.crc32(name.encode())])   # its own: order-free
         res = summarise(score, success, stats_rng)
         log(f"  {name:<14s} AUC {res['auc']:.3f} [{res['auc_ci'][0]:.3f}, {res['auc_ci'][1]:.3f}]"
             f"  80% success at iteration {res['iters_to_80']}  ({time.time() - t0:.0f}s)")
         return res
 
-    # flat PPO from scratch: the best learning rate of a small sweep, chosen on these very tasks
-    sweep = {lr: run(f"flat lr={lr:g}", lambda rng, L, lr=lr: new_agent(rng, L, D, A, cfg, lr))
-             for lr in cfg.flat_lrs}
-    best = max(sweep, key=lambda lr: sweep[lr]["auc"])
-    results["flat"] = dict(sweep[best], lr=best, sweep={str(lr): r["auc"] for lr, r in sweep.items()})
-    results["mlsh"] = run("mlsh", lambda rng, L: new_agent(rng, L, D, K, cfg, cfg.master_lr, cfg.macro, subs=subs))
-    random_subs = Net(np.random.default_rng([cfg.seed, 4]), K, D, A, cfg, cfg.sub_lr, out_scale=0.01)
-    results["random_subs"] = run("random subs", lambda rng, L: new_agent(rng, L, D, K, cfg, cfg.master_lr,
-                                                                         cfg.macro, subs=random_subs))
-    shared = pretrain_shared(cfg, family, best, np.random.default_rng([cfg.seed, 5]))
+    if "flat" in cfg.methods:
+        # flat PPO from scratch: the best learning rate of a small sweep, chosen on these very tasks
+        sweep = {lr: run(f"flat lr={lr:g}", lambda rng, L, lr=lr: new_agent(rng, L, D, A, cfg, lr))
+                 for lr in cfg.flat_lrs}
+        best = max(sweep, key=lambda lr: sweep[lr]["auc"])
+        results["flat"] = dict(sweep[best], lr=best, sweep={str(lr): r["auc"] for lr, r in sweep.items()})
+    if "mlsh" in cfg.methods:
+        results["mlsh"] = run("mlsh", lambda rng, L: new_agent(rng, L, D, K, cfg, cfg.master_lr, cfg.macro,
+                                                               subs=subs))
+    if "random_subs" in cfg.methods:
+        random_subs = Net(np.random.default_rng([cfg.seed, 4]), K, D, A, cfg, cfg.sub_lr, out_scale=0.01)
+        results["random_subs"] = run("random subs", lambda rng, L: new_agent(rng, L, D, K, cfg, cfg.master_lr,
+                                                                             cfg.macro, subs=random_subs))
+    if "shared" in cfg.methods:
+        shared = pretrain_shared(cfg, family, best, np.random.default_rng([cfg.seed, 5]))
 
-    def from_shared(rng, L):
-        agent = new_agent(rng, L, D, A, cfg, best)
-        for net, src in [(agent.master, shared.master), (agent.value, shared.value)]:
-            for k in net.p:
-                net.p[k][...] = src.p[k]          # every learner starts from the shared weights
-        return agent
+        def from_shared(rng, L):
+            agent = new_agent(rng, L, D, A, cfg, best)
+            for net, src in [(agent.master, shared.master), (agent.value, shared.value)]:
+                for k in net.p:
+                    net.p[k][...] = src.p[k]          # every learner starts from the shared weights
+            return agent
 
-    results["shared"] = run("shared", from_shared)
-    return results, learners["mlsh"]
+        results["shared"] = run("shared", from_shared)
+    return results, learners.get("mlsh")
 
 
 # ---------------------------------------------------------------------------
@@ -863,7 +883,8 @@ def bench(cfg, log=print):
 # ---------------------------------------------------------------------------
 
 SHAPE_FIELDS = ("env", "max_steps", "slip", "random_start", "subpolicies", "macro", "hidden", "layers")
-FREE_ON_RESUME = ("rounds", "eval_iters", "seeds", "flat_lrs", "out", "maze")   # may differ when resuming
+FREE_ON_RESUME = ("rounds", "eval_iters", "seeds", "flat_lrs", "out", "maze", "preset", "eval_split",
+                  "methods")                                         # may differ when resuming
 
 
 def save_checkpoint(path, cfg, family, state):
@@ -927,10 +948,10 @@ def load_checkpoint(path, cfg, family, resume):
 # Watching a trained master (plumbing): one episode, as text or as a picture
 # ---------------------------------------------------------------------------
 
-def play_episode(family, agent, m, seed):
+def play_episode(family, agent, m, seed, split="test"):
     """One episode of learner m's master over the sub-policies, on its held-out task."""
-    task = family.test_tasks[m % len(family.test_tasks)]
-    env = family.make([task], "test", seed=seed)
+    tasks = family.held_out(split)
+    env = family.make([tasks[m % len(tasks)]], split, seed=seed)
     env.autoreset = False
     rng = np.random.default_rng(seed)
     master = {k: v[m:m + 1] for k, v in agent.master.p.items()}
@@ -968,19 +989,45 @@ def render_episode(ep):
 METHODS = [("mlsh", "MLSH"), ("flat", "flat PPO"), ("shared", "shared policy"), ("random_subs", "random sub-policies")]
 
 
+def plot_episode(plt, path, maze, ep, colours):
+    """One episode of a trained master (play_episode): the path coloured by the active sub-policy."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.imshow(~maze.free, cmap="Greys", vmin=0, vmax=1.6)
+    rc = maze.cells[ep["cells"]]
+    for t, k in enumerate(ep["active"]):
+        ax.plot(rc[t:t + 2, 1], rc[t:t + 2, 0], color=colours(k), lw=3, solid_capstyle="round")
+    switch = [t for t in range(1, len(ep["active"])) if ep["active"][t] != ep["active"][t - 1]]
+    ax.scatter(rc[switch, 1], rc[switch, 0], s=60, facecolors="white", edgecolors="black", zorder=3,
+               label="switch of sub-policy")
+    ax.scatter(rc[0, 1], rc[0, 0], marker="s", s=120, color="green", zorder=3, label="start")
+    for cell, ch in ep["landmarks"].items():
+        r, c = maze.cells[cell]
+        ax.scatter(c, r, marker="*", s=250, color="red" if ch in "G$" else "gray", zorder=3)
+    for k in sorted(set(ep["active"])):
+        ax.plot([], [], color=colours(k), lw=3, label=f"sub-policy {k}")
+    outcome = f"goal in {len(ep['active'])} steps (shortest {ep['best']})" if ep["success"] else "goal not reached"
+    ax.set(title=f"A trained master on a held-out task: {outcome}", xticks=[], yticks=[])
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
 def plot_all(out, family, results, history, subs, ep):
-    """Write curves.png, subpolicies.png, episode.png and meta_training.png into `out`."""
+    """Write curves.png, subpolicies.png, episode.png (when MLSH was evaluated) and meta_training.png into `out`."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     # 1. fine-tuning curves with 95% bands
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    for name, label in METHODS:
+    for i, (name, label) in enumerate(METHODS):
+        if name not in results:
+            continue
         r = results[name]
         x = np.arange(1, len(r["curve"]) + 1)
-        ax.plot(x, r["curve"], label=f"{label}: AUC {r['auc']:.2f} [{r['auc_ci'][0]:.2f}, {r['auc_ci'][1]:.2f}]")
-        ax.fill_between(x, *r["curve_band"], alpha=0.2)
+        ax.plot(x, r["curve"], color=f"C{i}",
+                label=f"{label}: AUC {r['auc']:.2f} [{r['auc_ci'][0]:.2f}, {r['auc_ci'][1]:.2f}]")
+        ax.fill_between(x, *r["curve_band"], color=f"C{i}", alpha=0.2)
     ax.axhline(1.0, color="gray", ls="--", lw=1)
     ax.text(1, 1.01, "optimum", color="gray", va="bottom")
     ax.set(xlabel="iteration of fine-tuning on a held-out task", ylabel="normalised return", ylim=(0, 1.1),
@@ -991,7 +1038,7 @@ def plot_all(out, family, results, history, subs, ep):
 
     # 2. sub-policy maps: the most likely action in every free cell, its probability as length and shade
     maze = family.maze
-    env = family.make([family.test_tasks[0]], "test", seed=0)
+    env = family.make([family.test_tasks[0]], "test", seed=0)   # any task: the maps ignore the goal
     env.reset()
     probs = np.exp(log_softmax(subs(env.obs_at(np.arange(maze.n_cells))[None])))   # (K, n_cells, A)
     K = len(probs)
@@ -1011,26 +1058,9 @@ def plot_all(out, family, results, history, subs, ep):
     plt.close(fig)
 
     # 3. one episode of a trained master: the path coloured by the active sub-policy
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.imshow(~maze.free, cmap="Greys", vmin=0, vmax=1.6)
-    rc = maze.cells[ep["cells"]]
     colours = plt.get_cmap("tab10")
-    for t, k in enumerate(ep["active"]):
-        ax.plot(rc[t:t + 2, 1], rc[t:t + 2, 0], color=colours(k), lw=3, solid_capstyle="round")
-    switch = [t for t in range(1, len(ep["active"])) if ep["active"][t] != ep["active"][t - 1]]
-    ax.scatter(rc[switch, 1], rc[switch, 0], s=60, facecolors="white", edgecolors="black", zorder=3,
-               label="switch of sub-policy")
-    ax.scatter(rc[0, 1], rc[0, 0], marker="s", s=120, color="green", zorder=3, label="start")
-    for cell, ch in ep["landmarks"].items():
-        r, c = maze.cells[cell]
-        ax.scatter(c, r, marker="*", s=250, color="red" if ch in "G$" else "gray", zorder=3)
-    for k in sorted(set(ep["active"])):
-        ax.plot([], [], color=colours(k), lw=3, label=f"sub-policy {k}")
-    outcome = f"goal in {len(ep['active'])} steps (shortest {ep['best']})" if ep["success"] else "goal not reached"
-    ax.set(title=f"A trained master on a held-out task: {outcome}", xticks=[], yticks=[])
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-    fig.savefig(os.path.join(out, "episode.png"), dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    if ep is not None:
+        plot_episode(plt, os.path.join(out, "episode.png"), maze, ep, colours)
 
     # 4. meta-training: success at the end of warmup and of joint, and sub-policy usage per round
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
@@ -1054,7 +1084,7 @@ def plot_all(out, family, results, history, subs, ep):
 # Command line (plumbing: options, the results file, the table)
 # ---------------------------------------------------------------------------
 
-QUICK = dict(rounds=2, tasks=2, warmup=2, joint=2, envs=4, steps=64, eval_iters=3, seeds=1, flat_lrs=(3e-3,))
+QUICK = dict(rounds=2, tasks=2, warmup=2, joint=2, envs=4, eval_iters=3, seeds=1, flat_lrs=(3e-3,))
 RUN_OPTIONS = [  # flags that change what is shown or kept, not what is learned
     ("--quick", "a tiny budget that finishes in seconds (a smoke test)"),
     ("--bench", "print rollout and update speed, then exit"),
@@ -1087,17 +1117,17 @@ def parse_args(argv=None):
     p = Parser(
         description="Meta Learning Shared Hierarchies on grid mazes: meta-train sub-policies, then "
                     "compare how fast a fresh master learns held-out tasks against three baselines. "
-                    "Defaults marked * come from the env's preset.")
+                    "Defaults marked * come from the preset (--env E uses preset E).")
     helps = field_help()
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
-        preset = {e: PRESETS[e][f.name] for e in PRESETS if f.name in PRESETS[e]}
+        preset = {e: PRESETS[e][f.name] for e in PRESETS if f.name in PRESETS[e] and f.name != "env"}
         default = ", ".join(f"{e} {v}" for e, v in preset.items()) + "*" if preset else repr(f.default)
         h = f"{helps.get(f.name, '')} (default: {default})"
         if f.type in (bool, "bool"):
             p.add_argument(flag, action="store_true", default=None, help=h)
         elif isinstance(f.default, tuple):
-            p.add_argument(flag, type=float, nargs="+", default=None, help=h)
+            p.add_argument(flag, type=type(f.default[0]), nargs="+", default=None, help=h)
         else:
             p.add_argument(flag, type=type(f.default), default=None, help=h)
     for flag, h in RUN_OPTIONS:
@@ -1107,13 +1137,20 @@ def parse_args(argv=None):
     args = vars(p.parse_args(argv))
     opts = argparse.Namespace(**{k: args.pop(k) for k in ["quick", "bench", "quiet", "no_plots", "render",
                                                           "eval_only", "load"]})
-    env = args["env"] or Config.env
-    if env not in PRESETS:
-        p.error(f"--env {env!r} is not a task family here; choose one of {', '.join(PRESETS)}")
+    if args["env"] is not None and args["env"] not in FAMILIES:
+        p.error(f"--env {args['env']!r} is not a task family here; choose one of {', '.join(FAMILIES)}")
+    preset = args["preset"] or args["env"] or Config.preset
+    if preset not in PRESETS:
+        p.error(f"--preset {preset!r} is not a preset here; choose one of {', '.join(PRESETS)}")
+    if args["env"] is not None and args["env"] != PRESETS[preset]["env"]:
+        p.error(f"--preset {preset} is for --env {PRESETS[preset]['env']}: leave out --env, or choose another preset")
     if opts.eval_only and not opts.load:
         p.error("--eval-only evaluates a trained checkpoint: give it with --load FILE")
-    values = {**PRESETS[env], **(QUICK if opts.quick else {}), **{k: v for k, v in args.items() if v is not None}}
-    values["flat_lrs"] = tuple(values.get("flat_lrs", Config.flat_lrs))
+    values = {**PRESETS[preset], "preset": preset, **(QUICK if opts.quick else {}),
+              **{k: v for k, v in args.items() if v is not None}}
+    for f in dataclasses.fields(Config):
+        if isinstance(f.default, tuple) and f.name in values:
+            values[f.name] = tuple(values[f.name])
     cfg = Config(**values)
     problems = check_config(cfg)
     if problems:
@@ -1143,7 +1180,7 @@ def write_json(path, data):
 
 def table(results):
     lines = [f"{'method':<14s} {'AUC':>6s}  {'95% CI':<16s} {'80% success at':>14s}"]
-    for name in ["mlsh", "flat", "shared", "random_subs"]:
+    for name in [m for m in METHOD_NAMES if m in results]:
         r = results[name]
         it = "never" if r["iters_to_80"] is None else f"iteration {r['iters_to_80']}"
         label = name + (f" lr={r['lr']:g}" if name == "flat" else "")
@@ -1169,7 +1206,7 @@ def main(argv=None):
         return
     try:
         family = make_family(cfg)
-        out = os.path.abspath(cfg.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "runs", cfg.env))
+        out = os.path.abspath(cfg.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "runs", cfg.preset))
         check_writable(out)
         resume = load_checkpoint(opts.load, cfg, family, resume=not opts.eval_only) if opts.load else None
     except ValueError as e:
@@ -1179,7 +1216,7 @@ def main(argv=None):
     t0 = time.time()
     log(f"MLSH on {cfg.env}{' (' + cfg.maze + ')' if cfg.maze else ''}: K={cfg.subpolicies} sub-policies, "
         f"N={cfg.macro}, W={cfg.warmup}, U={cfg.joint}, {cfg.rounds} rounds of {cfg.tasks} tasks side by side; "
-        f"held-out tasks: {len(family.test_tasks)}")
+        f"held-out tasks: {len(family.held_out(cfg.eval_split))} ({cfg.eval_split})")
     if opts.eval_only:
         subs = Net.from_params(resume["subs"], cfg.sub_lr, name="sub-policies")
         history = resume["history"]
@@ -1210,15 +1247,15 @@ def main(argv=None):
         raise SystemExit(2)
     t_eval = time.time() - t0 - t_meta
     alone = skills_alone(cfg, family, subs)
-    skills = {"tasks": family.test_tasks.tolist(), "success": alone.round(3).tolist(),
+    skills = {"tasks": family.held_out(cfg.eval_split).tolist(), "success": alone.round(3).tolist(),
               "best_per_task": float(alone.max(axis=0).mean())}
     write_json(os.path.join(out, "results.json"),
                {"config": dataclasses.asdict(cfg), "methods": results, "skills_alone": skills,
                 "meta_training": history, "seconds": {"meta_training": t_meta, "evaluation": t_eval}})
-    ep = play_episode(family, masters, 0, seed=cfg.seed)
+    ep = play_episode(family, masters, 0, seed=cfg.seed, split=cfg.eval_split) if masters is not None else None
     if not opts.no_plots:
         plot_all(out, family, results, history, subs, ep)
-    if opts.render:
+    if opts.render and ep is not None:
         print("\n" + render_episode(ep))
     print("\n" + table(results))
     print(skills_table(skills))

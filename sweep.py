@@ -192,8 +192,8 @@ def run_seeds(seeds, flags, cfg, out, jobs, log=print):
                 runs[s] = read_results(folder) if ok else {"error": failure(folder, proc.returncode)}
                 elapsed = time.time() - t0
                 eta = elapsed / finished * (len(todo) + len(running))
-                what = (f"MLSH {runs[s]['methods']['mlsh']['auc']:.3f}  flat {runs[s]['methods']['flat']['auc']:.3f}"
-                        if ok else f"failed ({runs[s]['error']})")
+                what = ("  ".join(f"{LABELS[m]} {runs[s]['methods'][m]['auc']:.3f}" for m in ("mlsh", "flat")
+                                  if m in runs[s]["methods"]) if ok else f"failed ({runs[s]['error']})")
                 log(f"seed {s}: {what}  ({len(runs)}/{len(seeds)} seeds done, elapsed {elapsed:.0f}s, eta {eta:.0f}s)")
     except KeyboardInterrupt:
         for proc, fh, _ in running.values():
@@ -219,8 +219,9 @@ def row(seed, res):
     if "error" in res:
         return {"seed": seed, "error": res["error"]}
     keep = ("auc", "auc_ci", "success_auc", "iters_to_80")
-    methods = {m: {k: res["methods"][m].get(k) for k in keep} for m in METHODS}
-    methods["flat"]["lr"] = res["methods"]["flat"]["lr"]
+    methods = {m: {k: res["methods"][m].get(k) for k in keep} for m in METHODS if m in res["methods"]}
+    if "flat" in methods:
+        methods["flat"]["lr"] = res["methods"]["flat"]["lr"]
     return {"seed": seed, "methods": methods, "best_alone": res["skills_alone"]["best_per_task"]}
 
 
@@ -235,28 +236,36 @@ def interval(x, rng):
 
 def summary(rows):
     """Over the seeds that finished: how often MLSH's interval lies above flat's and every baseline's,
-    and the mean over seeds of MLSH's AUC minus flat's with a 95% bootstrap interval over seeds."""
+    and the mean over seeds of MLSH's AUC minus flat's with a 95% bootstrap interval over seeds.
+    What needs a method that was not evaluated (--methods) is None."""
     ok = [r for r in rows if "error" not in r]
     if not ok:
         return {"n": 0, "failed": len(rows)}
+    have = [m for m in METHODS if m in ok[0]["methods"]]
     low = lambda r, m: r["methods"][m]["auc_ci"][0]
     high = lambda r, m: r["methods"][m]["auc_ci"][1]
-    diff = [r["methods"]["mlsh"]["auc"] - r["methods"]["flat"]["auc"] for r in ok]
-    mean_diff, ci = interval(diff, np.random.default_rng(0))
-    return {"n": len(ok), "failed": len(rows) - len(ok),
-            "above_flat": sum(low(r, "mlsh") > high(r, "flat") for r in ok),
-            "above_all": sum(low(r, "mlsh") > max(high(r, m) for m in METHODS[1:]) for r in ok),
-            "mean_diff": mean_diff, "mean_diff_ci": ci,
-            "mean_auc": {m: float(np.mean([r["methods"][m]["auc"] for r in ok])) for m in METHODS},
-            "mean_success_auc": {m: float(np.mean([r["methods"][m]["success_auc"] for r in ok]))
-                                 if all(r["methods"][m]["success_auc"] is not None for r in ok) else None
-                                 for m in METHODS}}
+    s = {"n": len(ok), "failed": len(rows) - len(ok), "above_flat": None, "above_all": None,
+         "mean_diff": None, "mean_diff_ci": None,
+         "mean_auc": {m: float(np.mean([r["methods"][m]["auc"] for r in ok])) for m in have},
+         "mean_success_auc": {m: float(np.mean([r["methods"][m]["success_auc"] for r in ok]))
+                              if all(r["methods"][m]["success_auc"] is not None for r in ok) else None
+                              for m in have}}
+    if "mlsh" in have and "flat" in have:
+        diff = [r["methods"]["mlsh"]["auc"] - r["methods"]["flat"]["auc"] for r in ok]
+        s["mean_diff"], s["mean_diff_ci"] = interval(diff, np.random.default_rng(0))
+        s["above_flat"] = sum(low(r, "mlsh") > high(r, "flat") for r in ok)
+    if "mlsh" in have and len(have) > 1:
+        s["above_all"] = sum(low(r, "mlsh") > max(high(r, m) for m in have if m != "mlsh") for r in ok)
+    return s
 
 
 def summary_line(s):
     if s["n"] == 0:
         return f"no seed finished ({s['failed']} failed)"
     failed = f"; {s['failed']} seed(s) failed" if s["failed"] else ""
+    if s["above_flat"] is None:
+        return (f"{s['n']} seeds: mean AUC " + ", ".join(f"{LABELS[m]} {a:.3f}" for m, a in s["mean_auc"].items())
+                + f" (flat PPO not evaluated: --methods){failed}")
     return (f"{s['n']} seeds: MLSH's interval above flat PPO's on {s['above_flat']} of {s['n']}, above every "
             f"baseline's on {s['above_all']}; MLSH AUC minus flat's {s['mean_diff']:+.3f} "
             f"[{s['mean_diff_ci'][0]:+.3f}, {s['mean_diff_ci'][1]:+.3f}] (mean over seeds, 95% bootstrap "
@@ -268,21 +277,29 @@ def table(rows, s):
     head = ("| seed | MLSH | flat PPO (lr) | shared | random subs | success AUC MLSH / flat | best sub-policy alone |\n"
             "| --- | --- | --- | --- | --- | --- | --- |")
     lines = [head]
-    cell = lambda m: f"{m['auc']:.3f} [{m['auc_ci'][0]:.3f}, {m['auc_ci'][1]:.3f}]"
     frac = lambda x: "-" if x is None else f"{x:.2f}"
+
+    def cell(m, name):
+        if name not in m:
+            return "-"
+        text = f"{m[name]['auc']:.3f} [{m[name]['auc_ci'][0]:.3f}, {m[name]['auc_ci'][1]:.3f}]"
+        if name == "flat":
+            return f"{text} ({m['flat']['lr']:g})"
+        above = name == "mlsh" and "flat" in m and m["mlsh"]["auc_ci"][0] > m["flat"]["auc_ci"][1]
+        return f"**{text}**" if above else text
+
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['seed']} | failed: {r['error']} | | | | | |")
             continue
         m = r["methods"]
-        above = m["mlsh"]["auc_ci"][0] > m["flat"]["auc_ci"][1]
-        lines.append(f"| {r['seed']} | {'**' + cell(m['mlsh']) + '**' if above else cell(m['mlsh'])} | "
-                     f"{cell(m['flat'])} ({m['flat']['lr']:g}) | {cell(m['shared'])} | {cell(m['random_subs'])} | "
-                     f"{frac(m['mlsh']['success_auc'])} / {frac(m['flat']['success_auc'])} | {r['best_alone']:.2f} |")
+        success = " / ".join(frac(m[n]["success_auc"] if n in m else None) for n in ("mlsh", "flat"))
+        lines.append(f"| {r['seed']} | " + " | ".join(cell(m, n) for n in METHODS) + f" | {success} | "
+                     f"{r['best_alone']:.2f} |")
     if s["n"]:
         mean, succ = s["mean_auc"], s["mean_success_auc"]
-        lines.append(f"| mean | {mean['mlsh']:.3f} | {mean['flat']:.3f} | {mean['shared']:.3f} | "
-                     f"{mean['random_subs']:.3f} | {frac(succ['mlsh'])} / {frac(succ['flat'])} | |")
+        lines.append("| mean | " + " | ".join(f"{mean[n]:.3f}" if n in mean else "-" for n in METHODS) + " | "
+                     + " / ".join(frac(succ.get(n)) for n in ("mlsh", "flat")) + " | |")
     return "\n".join(lines) + "\n\n" + summary_line(s) + "\n"
 
 
@@ -295,11 +312,13 @@ def plot(path, rows, title):
     ok = [r for r in rows if "error" not in r]
     x = np.arange(len(METHODS))
     fig, ax = plt.subplots(figsize=(6.4, 4))
+    have = [i for i, m in enumerate(METHODS) if m in ok[0]["methods"]]
     for r in ok:
-        y = [r["methods"][m]["auc"] for m in METHODS]
-        ax.plot(x, y, color="grey", lw=0.8, alpha=0.6, zorder=1)
-        ax.text(x[0] - 0.08, y[0], str(r["seed"]), fontsize=7, color="grey", va="center", ha="right")
-    for i, m in enumerate(METHODS):
+        y = [r["methods"][METHODS[i]]["auc"] for i in have]
+        ax.plot(x[have], y, color="grey", lw=0.8, alpha=0.6, zorder=1)
+        ax.text(x[have[0]] - 0.08, y[0], str(r["seed"]), fontsize=7, color="grey", va="center", ha="right")
+    for i in have:
+        m = METHODS[i]
         y = [r["methods"][m]["auc"] for r in ok]
         ax.scatter(np.full(len(y), i), y, s=25, color=f"C{i}", zorder=2)
         if y:

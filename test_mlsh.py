@@ -340,9 +340,8 @@ def test_bandits_wrong_mark_ends_the_episode_unpaid():
 
 def test_bandit_layouts_are_split_and_best_paths_avoid_the_other_mark():
     fam = envs.BanditTasks()
-    train = {tuple(p) for p in fam.pairs["train"]}
-    test = {tuple(p) for p in fam.pairs["test"]}
-    assert train and test and not train & test
+    train, val, test = ({tuple(p) for p in fam.pairs[k]} for k in ("train", "validation", "test"))
+    assert train and val and test and not train & test and not train & val and not val & test
     env = fam.make(np.ones(300, dtype=int), "test", seed=1)
     env.reset()
     assert all(tuple(sorted(m)) in test for m in env.marks)
@@ -353,10 +352,19 @@ def test_bandit_layouts_are_split_and_best_paths_avoid_the_other_mark():
 
 def test_four_rooms_split_is_fixed_and_disjoint():
     a, b = envs.GoalTasks(), envs.GoalTasks()
-    assert np.array_equal(a.test_tasks, b.test_tasks)
-    assert not set(a.test_tasks) & set(a.train_tasks)
-    assert (a.maze.dist[a.maze.start, a.test_tasks] >= 10).all()
-    assert len(a.train_tasks) + len(a.test_tasks) == 103     # every cell but the start
+    assert np.array_equal(a.test_tasks, b.test_tasks) and np.array_equal(a.val_tasks, b.val_tasks)
+    train, val, test = set(a.train_tasks), set(a.val_tasks), set(a.test_tasks)
+    assert not train & test and not train & val and not val & test
+    assert len(val) == len(test) == 16 and len(train) + len(val) + len(test) == 103     # every cell but the start
+    for held in (a.test_tasks, a.val_tasks):
+        assert (a.maze.dist[a.maze.start, held] >= 10).all()
+    assert a.test_tasks.tolist() == [16, 18, 19, 28, 39, 40, 48, 50, 70, 87, 88, 89, 90, 100, 102, 103]  # as before
+
+
+def test_a_small_maze_still_gets_a_validation_split():
+    fam = envs.GoalTasks(rows=envs.read_maze(Path(__file__).resolve().parent / "mazes" / "example.txt"))
+    assert len(fam.val_tasks) == len(fam.test_tasks) == 12 and not set(fam.val_tasks) & set(fam.test_tasks)
+    assert len(fam.train_tasks) == fam.maze.n_cells - 1 - 24
 
 
 # ---------------------------------------------------------------------------
@@ -400,6 +408,23 @@ def test_quick_run_writes_results(tmp_path):
         assert r["auc_ci"][0] <= r["auc"] <= r["auc_ci"][1]
         assert len(r["curve"]) == res["config"]["eval_iters"]
     assert np.array(res["skills_alone"]["success"]).shape == (res["config"]["subpolicies"], 2)
+
+
+def test_methods_and_the_validation_split(tmp_path):
+    mlsh.main(["--quick", "--methods", "mlsh", "random_subs", "--eval-split", "validation", "--quiet",
+               "--out", str(tmp_path)])
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert set(res["methods"]) == {"mlsh", "random_subs"}
+    assert res["skills_alone"]["tasks"] == envs.GoalTasks().val_tasks.tolist()
+    assert (tmp_path / "curves.png").exists() and (tmp_path / "episode.png").exists()
+
+
+def test_presets_set_the_task_and_flags_still_win():
+    cfg, _ = mlsh.parse_args(["--preset", "paper"])
+    assert (cfg.env, cfg.max_steps, cfg.macro, cfg.subpolicies, cfg.warmup, cfg.joint, cfg.layers) == \
+        ("fourrooms", 100, 25, 4, 20, 30, 2) and cfg.envs * cfg.steps == 2048
+    assert mlsh.parse_args(["--preset", "paper", "--macro", "10"])[0].macro == 10
+    assert mlsh.parse_args(["--env", "bandits"])[0].preset == "bandits"
 
 
 def test_help_lists_every_config_field(capsys):
@@ -576,6 +601,11 @@ def test_a_maze_file_that_is_not_text_is_refused(tmp_path):
     (["--eval-only"], "--eval-only evaluates a trained checkpoint: give it with --load FILE"),
     (["--seeds", "three"], "invalid int value: 'three'"),
     (["--max-steps", "100"], "--steps 64 is shorter than --max-steps 100"),
+    (["--preset", "paper", "--env", "bandits"], "--preset paper is for --env fourrooms"),
+    (["--preset", "large"], "--preset 'large' is not a preset here"),
+    (["--methods", "mlsh", "ppo"], "--methods mlsh ppo: choose one or more of mlsh, flat, shared, random_subs"),
+    (["--methods", "shared"], "shared needs flat too"),
+    (["--eval-split", "train"], "--eval-split 'train': choose test or validation"),
 ])
 def test_bad_flags_are_refused_before_training(capsys, flags, expected):
     with pytest.raises(SystemExit) as e:
