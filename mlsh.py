@@ -68,14 +68,19 @@ class Config:
     slip: float = 0.0               # chance that a move is replaced by one of the other three
     random_start: bool = False      # fourrooms: start anywhere, not at the fixed cell 'S'
     maze: str = ""                  # fourrooms: a maze file of your own instead (legend in envs.py)
+    obs: str = "cell"               # fourrooms: what every learner sees: cell (one-hot) | rowcol (row and column one-hots)
     # hierarchy
     subpolicies: int = 4            # K: number of sub-policies
     macro: int = 5                  # N: steps each master decision lasts
+    macro_jitter: float = 0.0       # > 0: each decision lasts a random N(1-j)..N(1+j) steps (HiPPO); 0: always N
     hidden: int = 64                # units per hidden layer (tanh)
     layers: int = 1                 # hidden layers per network
     # meta-training schedule
     rounds: int = 20                # how many times tasks are drawn and masters reset
     tasks: int = 8                  # tasks side by side per round, each with its own master
+    stagger: bool = False           # the paper's staggered groups: each task slot starts its rounds at its own time
+    dedup: float = 0.0              # > 0: after a round, a sub-policy acting like another (mean TV below this) restarts
+    critic_choice: bool = False     # the per-task critic also sees which sub-policy acts (HiPPO's baseline)
     warmup: int = 10                # W: iterations updating only the masters
     joint: int = 20                 # U: iterations updating masters and sub-policies
     envs: int = 16                  # env copies per task
@@ -141,6 +146,8 @@ def check_config(cfg):
                         f"able to finish an episode: raise --steps")
     if cfg.env not in FAMILIES:
         problems.append(f"--env {cfg.env!r} is not a task family here; choose one of {', '.join(FAMILIES)}")
+    if cfg.obs not in envs.OBSERVATIONS:
+        problems.append(f"--obs {cfg.obs!r}: choose one of {', '.join(envs.OBSERVATIONS)}")
     if cfg.eval_split not in envs.TaskFamily.SPLITS:
         problems.append(f"--eval-split {cfg.eval_split!r}: choose test or validation")
     unknown = [m for m in cfg.methods if m not in METHOD_NAMES]
@@ -154,16 +161,16 @@ def check_config(cfg):
 def make_family(cfg):
     """The task distribution the config names: goal cells of a maze, or Moving Bandits."""
     if cfg.env == "fourrooms":
+        goals = dict(start=None if cfg.random_start else "S", slip=cfg.slip, max_steps=cfg.max_steps, obs=cfg.obs)
         if not cfg.maze:
-            return envs.GoalTasks(start=None if cfg.random_start else "S", slip=cfg.slip, max_steps=cfg.max_steps)
+            return envs.GoalTasks(**goals)
         try:
-            return envs.GoalTasks(start=None if cfg.random_start else "S", slip=cfg.slip, max_steps=cfg.max_steps,
-                                  rows=envs.read_maze(cfg.maze))
+            return envs.GoalTasks(**goals, rows=envs.read_maze(cfg.maze))
         except (ValueError, OSError) as e:
             raise ValueError(f"maze file {cfg.maze}: {e.strerror if isinstance(e, OSError) else e}") from None
     if cfg.env == "bandits":
-        if cfg.maze:
-            raise ValueError("--maze makes goal tasks on your maze: use it with --env fourrooms")
+        if cfg.maze or cfg.obs != "cell":
+            raise ValueError("--maze and --obs are for goal tasks in a maze: use them with --env fourrooms")
         return envs.BanditTasks(slip=cfg.slip, max_steps=cfg.max_steps)
     raise ValueError(f"unknown env {cfg.env!r}: choose fourrooms or bandits")
 
@@ -218,10 +225,12 @@ def mlp_backward(p, hs, dout):
 
 
 class Adam:
-    """Adam on a dict of arrays, updated in place. One state per network stack."""
+    """Adam on a dict of (G, ...) arrays, updated in place: one state per network stack, with a step
+    count t per network (G, 1, 1), so that one network of a stack can start afresh (Net.reset)."""
 
     def __init__(self, params, lr, b1=0.9, b2=0.999, eps=1e-8):
-        self.lr, self.b1, self.b2, self.eps, self.t = lr, b1, b2, eps, 0
+        self.lr, self.b1, self.b2, self.eps = lr, b1, b2, eps
+        self.t = np.zeros((len(params["W0"]), 1, 1))
         self.m = {k: np.zeros_like(v) for k, v in params.items()}
         self.v = {k: np.zeros_like(v) for k, v in params.items()}
 
@@ -242,7 +251,7 @@ class Net:
         self.p = params if params is not None else mlp_init(rng, G, [n_in] + [cfg.hidden] * cfg.layers + [n_out],
                                                             out_scale)
         self.opt = Adam(self.p, lr)
-        self.name = name
+        self.name, self.out_scale = name, out_scale
 
     @classmethod
     def from_params(cls, params, lr, name="network"):
@@ -251,6 +260,14 @@ class Net:
 
     def __call__(self, x):
         return mlp_forward(self.p, x)[0]
+
+    def reset(self, rng, idx):
+        """Networks idx of the stack afresh: new random weights, new Adam state."""
+        sizes = [self.p["W0"].shape[1]] + [self.p[f"W{i}"].shape[2] for i in range(len(self.p) // 2)]
+        fresh = mlp_init(rng, len(idx), sizes, self.out_scale, dtype=self.p["W0"].dtype)
+        for k in self.p:
+            self.p[k][idx], self.opt.m[k][idx], self.opt.v[k][idx] = fresh[k], 0.0, 0.0
+        self.opt.t[idx] = 0
 
 
 def log_softmax(logits):
@@ -450,6 +467,14 @@ class Agent:
     subs: Net = None
     critic: Net = None
     macro: int = 1
+    jitter: float = 0.0
+
+    def durations(self, rng, n):
+        """How many steps each of n new decisions lasts: N, or drawn around N when jittered."""
+        if not self.jitter:
+            return self.macro
+        lo, hi = max(1, round(self.macro * (1 - self.jitter))), round(self.macro * (1 + self.jitter))
+        return rng.integers(lo, hi + 1, size=n)
 
     @property
     def M(self):
@@ -464,8 +489,9 @@ def new_agent(rng, M, D, n_choices, cfg, lr, macro=1, subs=None, critic=False):
     """
     master = Net(rng, M, D, n_choices, cfg, lr, out_scale=0.01, name="master policy")
     value = Net(rng, M, D, 1, cfg, cfg.value_lr, name="master value function")
-    crit = Net(rng, M, D, 1, cfg, cfg.value_lr, name="per-task critic") if critic else None
-    return Agent(master, value, subs, crit, macro)
+    crit = (Net(rng, M, D + n_choices * cfg.critic_choice, 1, cfg, cfg.value_lr, name="per-task critic")
+            if critic else None)
+    return Agent(master, value, subs, crit, macro, cfg.macro_jitter if subs is not None else 0.0)
 
 
 @dataclass
@@ -505,6 +531,12 @@ class Runner:
         self.obs, _ = self.env.reset(options={"tasks": tasks})
         self.countdown[:] = 0
 
+    def set_learner_tasks(self, learners, tasks):
+        """New tasks for some learners only (one per learner, on all its copies); the others carry on."""
+        copies = (np.asarray(learners)[:, None] * self.E + np.arange(self.E)).ravel()
+        self.obs = self.env.restart(copies, np.repeat(tasks, self.E))
+        self.countdown[copies] = 0
+
     def run(self, agent, S, rng):
         """S steps in every copy with the agent acting; returns the Rollout."""
         env, n, M = self.env, self.env.n, self.M
@@ -521,7 +553,7 @@ class Runner:
             choice = np.where(decide, sample(rng, logits), self.active)
             choice_logp = np.take_along_axis(log_softmax(logits), choice[:, None], 1)[:, 0]
             self.active = choice
-            self.countdown = np.where(decide, agent.macro, self.countdown) - 1
+            self.countdown = np.where(decide, agent.durations(rng, n), self.countdown) - 1
             # sub-policies φ: each copy acts with its active one
             if agent.subs is None:
                 act, act_logp = choice, choice_logp
@@ -615,15 +647,28 @@ def step_advantages(ro, critic, gamma, lam):
     because the value there is still the hierarchy's.
     """
     S, M = len(ro.rew), critic.p["W0"].shape[0]
-    val = from_learner(critic(by_learner(ro.obs, M))[..., 0], S)             # (S, n)
-    next_val = from_learner(critic(by_learner(ro.next_obs, M))[..., 0], S)
+    x, next_x = critic_inputs(ro, critic)
+    val = from_learner(critic(by_learner(x, M))[..., 0], S)             # (S, n)
+    next_val = from_learner(critic(by_learner(next_x, M))[..., 0], S)
     adv = gae(ro.rew, val, next_val, ro.term, ro.term | ro.trunc, gamma, lam)
     return adv, adv + val
+
+
+def critic_inputs(ro, critic):
+    """What the per-task critic sees at each step and after it: the observation, and, when the critic is
+    wider than that, a one-hot of the sub-policy acting (after an episode's end: the one that was acting)."""
+    K = critic.p["W0"].shape[1] - ro.obs.shape[-1]
+    if K == 0:
+        return ro.obs, ro.next_obs
+    eye = np.eye(K, dtype=np.float32)
+    after = np.where(ro.term | ro.trunc, ro.choice, np.concatenate([ro.choice[1:], ro.choice[-1:]]))
+    return (np.concatenate([ro.obs, eye[ro.choice]], axis=-1), np.concatenate([ro.next_obs, eye[after]], axis=-1))
 
 
 def update(agent, ro, cfg, rng, train_subs=False):
     """PPO on θ from the master's transitions; with train_subs, PPO on φ from the steps each executed.
 
+    train_subs: True, False, or one bool per learner (whose steps train φ).
     The per-task critic (present while φ trains, warmup included, so that it
     is ready when the joint phase starts) is fitted on every step.
     """
@@ -637,14 +682,16 @@ def update(agent, ro, cfg, rng, train_subs=False):
         return
     adv, ret = step_advantages(ro, agent.critic, cfg.gamma, cfg.lam)
     finite("the sub-policies' advantages", adv)
-    if train_subs:
-        # each sub-policy k learns only from the steps it executed, pooled over all M tasks
-        flat = lambda x: x.reshape((S * n,) + x.shape[2:])
+    train_subs = np.broadcast_to(train_subs, (M,))
+    if train_subs.any():
+        # each sub-policy k learns only from the steps it executed, pooled over the tasks
+        rows = np.broadcast_to(np.repeat(train_subs, E), (S, n)).ravel()
+        flat = lambda x: x.reshape((S * n,) + x.shape[2:])[rows]
         K = agent.subs.p["W0"].shape[0]
         ppo_update(agent.subs, None, flat(ro.obs), flat(ro.act), flat(ro.act_logp), flat(adv), None,
                    flat(ro.choice), K, cfg.sub_ent, cfg, rng)
     # the per-task critic learns the hierarchy's per-step value
-    x, r = by_learner(ro.obs, M), by_learner(ret, M)
+    x, r = by_learner(critic_inputs(ro, agent.critic)[0], M), by_learner(ret, M)
     train_net(agent.critic, x, np.ones(r.shape, bool), lambda out, i, w: value_loss(out, r[:, i], w), cfg, rng)
 
 
@@ -670,8 +717,56 @@ def meta_round(cfg, family, runner, subs, rng):
         usage += ro.usage
         if it == cfg.warmup - 1:
             warm = float(ro.success.mean())
-    return {"warmup_success": warm, "joint_success": float(ro.success.mean()),
-            "usage": (usage / (cfg.warmup + cfg.joint)).round(3).tolist()}
+    rec = {"warmup_success": warm, "joint_success": float(ro.success.mean()),
+           "usage": (usage / (cfg.warmup + cfg.joint)).round(3).tolist()}
+    if cfg.dedup:
+        rec["restarted"] = restart_duplicates(subs, ro.obs, usage, cfg.dedup, rng)
+    return rec
+
+
+def restart_duplicates(subs, obs, usage, threshold, rng):
+    """Sub-policies that act alike on the observations `obs` (mean total variation between their action
+    distributions below threshold): the less used of each such pair starts afresh. Returns their indices."""
+    x = obs.reshape(1, -1, obs.shape[-1])
+    probs = np.exp(log_softmax(subs(x)))                                 # (K, B, A)
+    tv = 0.5 * np.abs(probs[:, None] - probs[None]).sum(-1).mean(-1)     # (K, K)
+    restarted = []
+    for j, k in zip(*np.triu_indices(len(probs), 1)):
+        if tv[j, k] < threshold and j not in restarted and k not in restarted:
+            restarted.append(int(j if usage[j] < usage[k] else k))
+    if restarted:
+        subs.reset(rng, np.array(restarted))
+    return restarted
+
+
+def staggered_rounds(cfg, family, runner, subs, rng):
+    """The paper's staggered groups: task slot m starts its rounds (W + U iterations) m (W + U) / M
+    iterations after slot 0, so that some masters are always past their warmup and φ trains every
+    iteration, on the steps of those masters. Yields one record per W + U iterations."""
+    M, E, K, P = cfg.tasks, cfg.envs, cfg.subpolicies, cfg.warmup + cfg.joint
+    offset = np.arange(M) * P // M
+    agent = new_agent(rng, M, family.obs_dim, K, cfg, cfg.master_lr, cfg.macro, subs=subs, critic=True)
+    runner.set_tasks(np.repeat(family.sample(rng, M), E))
+    age = np.zeros(M, dtype=int)                              # iterations since each slot's task began
+    usage, success = np.zeros(K), []
+    for i in range(cfg.rounds * P):
+        due = np.flatnonzero((i > 0) & ((i + offset) % P == 0))
+        if len(due):                                          # these slots: a new task and a fresh θ
+            runner.set_learner_tasks(due, family.sample(rng, len(due)))
+            for net in (agent.master, agent.value, agent.critic):
+                net.reset(rng, due)
+            age[due] = 0
+        ro = runner.run(agent, cfg.steps, rng)
+        update(agent, ro, cfg, rng, train_subs=age >= cfg.warmup)
+        usage += ro.usage
+        success.append(np.where(age == cfg.warmup - 1, ro.success, np.nan))
+        age += 1
+        if (i + 1) % P == 0:
+            done = np.array(success)
+            yield {"warmup_success": float(np.nanmean(done)) if np.isfinite(done).any() else None,
+                   "joint_success": float(ro.success[age > cfg.warmup].mean()) if (age > cfg.warmup).any() else 0.0,
+                   "usage": (usage / P).round(3).tolist()}
+            usage, success = np.zeros(K), []
 
 
 def meta_train(cfg, family, rng, log=print, resume=None, save=None):
@@ -700,14 +795,16 @@ def meta_train(cfg, family, rng, log=print, resume=None, save=None):
         history = resume["history"]
     t0, first = time.time(), len(history)
     steps_per_round = (cfg.warmup + cfg.joint) * M * E * cfg.steps
+    stagger = staggered_rounds(cfg, family, runner, subs, rng) if cfg.stagger else None
     for r in range(first, cfg.rounds):
-        rec = {"round": r + 1, "tasks": M, **meta_round(cfg, family, runner, subs, rng)}
+        rec = {"round": r + 1, "tasks": M, **(next(stagger) if stagger else meta_round(cfg, family, runner, subs, rng))}
         history.append(rec)
         elapsed = time.time() - t0
         done = r + 1 - first
         warm = rec["warmup_success"]
         log(f"round {r + 1:3d}/{cfg.rounds}  tasks {M}  warmup-success {warm if warm is not None else float('nan'):.2f}"
             f"  joint-success {rec['joint_success']:.2f}  usage {' '.join(f'{u:.2f}' for u in rec['usage'])}"
+            + (f"  restarted {rec['restarted']}" if rec.get("restarted") else "") +
             f"  {done * steps_per_round / elapsed:,.0f} steps/s  elapsed {elapsed:.0f}s"
             f"  eta {elapsed / done * (cfg.rounds - r - 1):.0f}s")
         if save is not None:
@@ -799,6 +896,73 @@ def skills_alone(cfg, family, subs, iters=4):
     return np.mean(success, axis=0).reshape(K, T)
 
 
+def reach(cfg, family, subs, rollouts=32):
+    """What the skills let a master do on goal tasks, by dynamic programming (None for other families).
+
+    Every sub-policy k is run `rollouts` times for N steps from every cell.
+    A master decides at steps 0, N, 2N, ..., so the best any master can do
+    (even one that also knew the time) is a backward recursion over its
+    decisions j = D-1 .. 0 (D = T / N rounded up), for every goal g at once:
+
+        W_j(c, g) = max_k mean_r [ 1 / (jN + tau)      if rollout r of k from c first meets g at its step tau
+                                   W_{j+1}(end, g)     else, `end` being where that rollout ended ]
+        W_D = 0
+
+    With the score d(s, g) / steps, the best expected score from start s is
+    d(s, g) W_0(s, g). The same recursion with 1 for a hit gives the best
+    success; with the mean over k instead of the max, how often a uniformly
+    random master (a fresh one) meets g; with K = 1 and uniformly random
+    actions, how often a random walk (flat PPO at its start) does.
+    Returns per-goal arrays (n_cells,), averaged over starts when the start
+    is random, NaN at the start cell.
+    """
+    if not isinstance(family, envs.GoalTasks):
+        return None
+    maze, C, N, T = family.maze, family.maze.n_cells, cfg.macro, cfg.max_steps
+    rng = np.random.default_rng([cfg.seed, 7])
+
+    def first_meetings(logits_of, K):
+        """first[c, k, r, g]: the step (1..N) at which rollout r of skill k from cell c first met g, 0 if not;
+        and cells[c, k, r, t], where it was after step t + 1."""
+        env = family.make(np.zeros(C * K * rollouts, dtype=int), seed=child_seed(rng))
+        env.autoreset = False                                   # goals do not end these rollouts
+        env.reset()
+        env.pos[:] = np.repeat(np.arange(C), K * rollouts)      # copy i starts at cell i // (K * rollouts)
+        k = np.tile(np.repeat(np.arange(K), rollouts), C)
+        cells = np.empty((N, env.n), dtype=int)
+        for t in range(N):
+            env.step(sample(rng, logits_of(env.obs_at(env.pos), k)))
+            cells[t] = env.pos
+        cells = cells.T.reshape(C, K, rollouts, N)
+        first = np.zeros((C, K, rollouts, C), dtype=np.int16)
+        c, kk, r = np.indices((C, K, rollouts))
+        for t in reversed(range(N)):                            # the earliest meeting is written last
+            first[c, kk, r, cells[..., t]] = t + 1
+        return first, cells
+
+    def recursion(first, cells, value_of_hit, over_skills):
+        V = np.zeros((C, C))                                    # V_D
+        for j in reversed(range(-(-T // N))):
+            n_j = min(N, T - j * N)                             # the last decision may be cut short by T
+            hit = (first > 0) & (first <= n_j)
+            V = over_skills(np.where(hit, value_of_hit(j * N + first), V[cells[..., n_j - 1]]).mean(2), axis=1)
+        return V                                                # V_0 (start cell, goal)
+
+    skills = lambda obs, k: subs(obs[None])[k, np.arange(len(k))]
+    first, cells = first_meetings(skills, subs.p["W0"].shape[0])
+    W = recursion(first, cells, lambda t: 1.0 / np.maximum(t, 1), np.max)
+    best_success = recursion(first, cells, lambda t: np.ones(t.shape), np.max)
+    master_visit = recursion(first, cells, lambda t: np.ones(t.shape), np.mean)
+    first, cells = first_meetings(lambda obs, k: np.zeros((len(k), family.n_actions)), 1)
+    walk_visit = recursion(first, cells, lambda t: np.ones(t.shape), np.mean)
+
+    starts = np.arange(C) if family.start is None else np.array([maze.start])
+    per_goal = lambda V: np.array([np.mean([V[s, g] for s in starts if s != g]) if set(starts) - {g} else np.nan
+                                   for g in range(C)])
+    return {"best_score": per_goal(maze.dist * W), "best_success": per_goal(best_success),
+            "master_visit": per_goal(master_visit), "walk_visit": per_goal(walk_visit)}
+
+
 def evaluate(cfg, family, subs, log=print):
     """The paper's measure on held-out tasks for MLSH and the three baselines (those in cfg.methods).
 
@@ -882,7 +1046,7 @@ def bench(cfg, log=print):
 # Checkpoints (plumbing): the sub-policies and the config they were trained with
 # ---------------------------------------------------------------------------
 
-SHAPE_FIELDS = ("env", "max_steps", "slip", "random_start", "subpolicies", "macro", "hidden", "layers")
+SHAPE_FIELDS = ("env", "max_steps", "slip", "random_start", "subpolicies", "macro", "hidden", "layers", "obs")
 FREE_ON_RESUME = ("rounds", "eval_iters", "seeds", "flat_lrs", "out", "maze", "preset", "eval_split",
                   "methods")                                         # may differ when resuming
 
@@ -921,7 +1085,7 @@ def load_checkpoint(path, cfg, family, resume):
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             part = lambda prefix: {k[len(prefix):]: z[k] for k in z.files if k.startswith(prefix)}
-            params, m, v, t = part("subs."), part("adam_m."), part("adam_v."), int(z["adam_t"])
+            params, m, v, t = part("subs."), part("adam_m."), part("adam_v."), z["adam_t"]
     except ValueError as e:
         if "allow_pickle" in str(e):
             raise ValueError(f"checkpoint {path} holds pickled objects, which are never loaded: "
@@ -940,7 +1104,7 @@ def load_checkpoint(path, cfg, family, resume):
         raise ValueError(f"checkpoint {path} does not fit this run: {'; '.join(diffs)}. "
                          f"Give the flags it was trained with, or train anew without --load")
     opt = Adam(params, cfg.sub_lr)
-    opt.m, opt.v, opt.t = m, v, t
+    opt.m, opt.v, opt.t = m, v, np.broadcast_to(t, opt.t.shape).copy()
     return {"subs": params, "opt": opt, "history": meta["history"], "rng": meta["rng"], "env_rng": meta["env_rng"]}
 
 
@@ -1012,8 +1176,34 @@ def plot_episode(plt, path, maze, ep, colours):
     plt.close(fig)
 
 
-def plot_all(out, family, results, history, subs, ep):
-    """Write curves.png, subpolicies.png, episode.png (when MLSH was evaluated) and meta_training.png into `out`."""
+def plot_reach(plt, path, maze, maps, held, start):
+    """reach()'s maps over the maze: per goal cell, a random walk's and a random master's chance of meeting
+    it, and the best master's score; the held-out goals framed."""
+    panels = [("walk_visit", "a random walk meets the goal\n(flat PPO at its start)"),
+              ("master_visit", "a random master over the skills\nmeets the goal (a fresh master)"),
+              ("best_score", "the best master's score with\nthese skills (what MLSH can reach)")]
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.6))
+    for ax, (key, title) in zip(axes, panels):
+        grid = np.full(maze.free.shape, np.nan)
+        grid[maze.cells[:, 0], maze.cells[:, 1]] = maps[key]
+        im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1)
+        ax.imshow(np.where(maze.free, np.nan, 1.0), cmap="Greys", vmin=0, vmax=1.6)
+        for g in held:
+            r, c = maze.cells[g]
+            ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="red", lw=1.5))
+        if start is not None:
+            r, c = maze.cells[start]
+            ax.text(c, r, "S", ha="center", va="center", color="black", fontweight="bold")
+        ax.set_title(f"{title}\nheld-out goals (red): mean {np.nanmean(maps[key][held]):.2f}", fontsize=9)
+        ax.set(xticks=[], yticks=[])
+    fig.colorbar(im, ax=axes, shrink=0.8)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_all(out, family, results, history, subs, ep, maps=None, held=()):
+    """Write curves.png, subpolicies.png, episode.png (when MLSH was evaluated), meta_training.png and, for
+    goal tasks, reach.png into `out`."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -1078,6 +1268,11 @@ def plot_all(out, family, results, history, subs, ep):
     a2.legend(fontsize=8, loc="lower right")
     fig.savefig(os.path.join(out, "meta_training.png"), dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+    # 5. what the skills allow: a random walk, a random master, the best master
+    if maps is not None:
+        plot_reach(plt, os.path.join(out, "reach.png"), maze, maps, held,
+                   maze.start if family.start is not None else None)
 
 
 # ---------------------------------------------------------------------------
@@ -1247,18 +1442,27 @@ def main(argv=None):
         raise SystemExit(2)
     t_eval = time.time() - t0 - t_meta
     alone = skills_alone(cfg, family, subs)
-    skills = {"tasks": family.held_out(cfg.eval_split).tolist(), "success": alone.round(3).tolist(),
+    held = family.held_out(cfg.eval_split)
+    skills = {"tasks": held.tolist(), "success": alone.round(3).tolist(),
               "best_per_task": float(alone.max(axis=0).mean())}
+    maps = reach(cfg, family, subs)
+    reached = None if maps is None else {k: {"mean": float(np.nanmean(v[held])), "per_task": v[held].round(3).tolist()}
+                                         for k, v in maps.items()}
     write_json(os.path.join(out, "results.json"),
-               {"config": dataclasses.asdict(cfg), "methods": results, "skills_alone": skills,
+               {"config": dataclasses.asdict(cfg), "methods": results, "skills_alone": skills, "reach": reached,
                 "meta_training": history, "seconds": {"meta_training": t_meta, "evaluation": t_eval}})
     ep = play_episode(family, masters, 0, seed=cfg.seed, split=cfg.eval_split) if masters is not None else None
     if not opts.no_plots:
-        plot_all(out, family, results, history, subs, ep)
+        plot_all(out, family, results, history, subs, ep, maps, held)
     if opts.render and ep is not None:
         print("\n" + render_episode(ep))
     print("\n" + table(results))
     print(skills_table(skills))
+    if reached is not None:
+        print(f"what the skills allow on the held-out goals (reach): the best possible master scores "
+              f"{reached['best_score']['mean']:.2f} (success {reached['best_success']['mean']:.2f}); a random master "
+              f"meets a goal in {reached['master_visit']['mean']:.2f} of its episodes, a random walk in "
+              f"{reached['walk_visit']['mean']:.2f}")
     print(f"\nAUC = mean normalised return over {cfg.eval_iters} fine-tuning iterations (1 = always the shortest path)."
           f"\nmeta-training {t_meta:.0f}s, evaluation {t_eval:.0f}s; results, checkpoint and figures in {out}")
 

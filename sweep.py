@@ -222,7 +222,9 @@ def row(seed, res):
     methods = {m: {k: res["methods"][m].get(k) for k in keep} for m in METHODS if m in res["methods"]}
     if "flat" in methods:
         methods["flat"]["lr"] = res["methods"]["flat"]["lr"]
-    return {"seed": seed, "methods": methods, "best_alone": res["skills_alone"]["best_per_task"]}
+    reached = res.get("reach") or {}
+    return {"seed": seed, "methods": methods, "best_alone": res["skills_alone"]["best_per_task"],
+            "best_master": reached.get("best_score", {}).get("mean")}
 
 
 def interval(x, rng):
@@ -274,8 +276,8 @@ def summary_line(s):
 
 def table(rows, s):
     """The per-seed markdown table: bold where MLSH's interval lies above flat's."""
-    head = ("| seed | MLSH | flat PPO (lr) | shared | random subs | success AUC MLSH / flat | best sub-policy alone |\n"
-            "| --- | --- | --- | --- | --- | --- | --- |")
+    head = ("| seed | MLSH | flat PPO (lr) | shared | random subs | success AUC MLSH / flat | best sub-policy alone "
+            "| best master's score |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
     lines = [head]
     frac = lambda x: "-" if x is None else f"{x:.2f}"
 
@@ -290,16 +292,16 @@ def table(rows, s):
 
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['seed']} | failed: {r['error']} | | | | | |")
+            lines.append(f"| {r['seed']} | failed: {r['error']} | | | | | | |")
             continue
         m = r["methods"]
         success = " / ".join(frac(m[n]["success_auc"] if n in m else None) for n in ("mlsh", "flat"))
         lines.append(f"| {r['seed']} | " + " | ".join(cell(m, n) for n in METHODS) + f" | {success} | "
-                     f"{r['best_alone']:.2f} |")
+                     f"{r['best_alone']:.2f} | {frac(r.get('best_master'))} |")
     if s["n"]:
         mean, succ = s["mean_auc"], s["mean_success_auc"]
         lines.append("| mean | " + " | ".join(f"{mean[n]:.3f}" if n in mean else "-" for n in METHODS) + " | "
-                     + " / ".join(frac(succ.get(n)) for n in ("mlsh", "flat")) + " | |")
+                     + " / ".join(frac(succ.get(n)) for n in ("mlsh", "flat")) + " | | |")
     return "\n".join(lines) + "\n\n" + summary_line(s) + "\n"
 
 
