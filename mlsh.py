@@ -81,6 +81,7 @@ class Config:
     stagger: bool = False           # the paper's staggered groups: each task slot starts its rounds at its own time
     dedup: float = 0.0              # > 0: after a round, a sub-policy acting like another (mean TV below this) restarts
     critic_choice: bool = False     # the per-task critic also sees which sub-policy acts (HiPPO's baseline)
+    smdp: bool = False              # the master discounts within its N steps and by γ^N between decisions
     warmup: int = 10                # W: iterations updating only the masters
     joint: int = 20                 # U: iterations updating masters and sub-policies
     envs: int = 16                  # env copies per task
@@ -300,11 +301,12 @@ def gae_loop(rew, val, next_val, term, end, gamma, lam):
     A_t     = delta_t + gamma lam (1 - end_t) A_{t+1}
     """
     # easy to get wrong: bootstrap through a truncation (term = 0 there), never through a termination
+    gamma = np.broadcast_to(gamma, rew.shape)
     delta = rew + gamma * (1.0 - term) * next_val - val
     adv = np.zeros_like(delta)
     running = np.zeros(delta.shape[1:])
     for t in reversed(range(len(delta))):
-        running = delta[t] + gamma * lam * (1.0 - end[t]) * running
+        running = delta[t] + gamma[t] * lam * (1.0 - end[t]) * running
         adv[t] = running
     return adv
 
@@ -590,7 +592,7 @@ def values(net, obs, key, G):
     return out
 
 
-def master_transitions(ro, value, E, gamma, lam):
+def master_transitions(ro, value, E, gamma, lam, smdp=False):
     """The master's own MDP: one transition per decision.
 
     A decision lasts from its step to the step before the same copy's next
@@ -604,8 +606,9 @@ def master_transitions(ro, value, E, gamma, lam):
     i_idx, t_idx = np.nonzero(ro.decide.T)                # copy 0's decisions in time order, then copy 1's...
     same_next = np.r_[i_idx[1:] == i_idx[:-1], False]     # followed by another decision of the same copy
     last = np.where(same_next, np.r_[t_idx[1:], 0] - 1, S - 1)
-    cum = np.vstack([np.zeros((1, n)), np.cumsum(ro.rew, axis=0)])        # cum[t] = sum of rew[:t]
-    R = cum[last + 1, i_idx] - cum[t_idx, i_idx]                           # the master's reward
+    disc = gamma ** np.arange(S + 1)[:, None] if smdp else np.ones((S + 1, 1))
+    cum = np.vstack([np.zeros((1, n)), np.cumsum(ro.rew * disc[:S], axis=0)])   # cum[t] = sum of disc rew[:t]
+    R = (cum[last + 1, i_idx] - cum[t_idx, i_idx]) / disc[t_idx, 0]             # the master's reward
     term, end = ro.term[last, i_idx], ro.term[last, i_idx] | ro.trunc[last, i_idx] | ~same_next
     M = n // E
     val = values(value, ro.obs[t_idx, i_idx], i_idx // E, M)
@@ -614,7 +617,11 @@ def master_transitions(ro, value, E, gamma, lam):
     counts = np.bincount(i_idx, minlength=n)
     j = np.arange(len(i_idx)) - np.repeat(np.cumsum(counts) - counts, counts)
     grid = lambda x: _scatter(x, j, i_idx, (counts.max(), n))
-    adv = gae(grid(R), grid(val), grid(next_val), grid(term), grid(end), gamma, lam)[j, i_idx]
+    if smdp:
+        adv = gae_loop(grid(R), grid(val), grid(next_val), grid(term), grid(end), grid(gamma ** (last - t_idx + 1)),
+                       lam)[j, i_idx]
+    else:
+        adv = gae(grid(R), grid(val), grid(next_val), grid(term), grid(end), gamma, lam)[j, i_idx]
     return t_idx, i_idx, adv, adv + val
 
 
@@ -674,7 +681,7 @@ def update(agent, ro, cfg, rng, train_subs=False):
     """
     S, n = ro.rew.shape
     M, E = agent.M, n // agent.M
-    t, i, adv, ret = master_transitions(ro, agent.value, E, cfg.gamma, cfg.lam)
+    t, i, adv, ret = master_transitions(ro, agent.value, E, cfg.gamma, cfg.lam, cfg.smdp)
     finite("the master's advantages", adv)
     ppo_update(agent.master, agent.value, ro.obs[t, i], ro.choice[t, i], ro.choice_logp[t, i],
                adv, ret, i // E, M, cfg.master_ent, cfg, rng)

@@ -67,8 +67,9 @@ def parse_seeds(text):
 
 
 def settings(config):
-    """A run's config without what differs between the seeds of one sweep (seed, output folder)."""
-    config = json.loads(json.dumps(config))                  # tuples as lists, as results.json has them
+    """A run's config without what differs between the seeds of one sweep (seed, output folder).
+    A field that the run's version of mlsh.py did not have yet takes its default, as that version behaved."""
+    config = json.loads(json.dumps({**dataclasses.asdict(mlsh.Config()), **config}))   # tuples as lists
     return {k: v for k, v in config.items() if k not in ("seed", "out")}
 
 
@@ -106,6 +107,28 @@ def check_flags(flags):
     except ValueError as e:
         raise BadInput(str(e)) from None
     return cfg
+
+
+def parse_grid(items, flags):
+    """['max-steps=50,100', 'macro=1,5'] -> [("max-steps", ["50", "100"]), ("macro", ["1", "5"])]."""
+    grid = []
+    for item in items:
+        name, eq, values = item.partition("=")
+        name, values = name.strip().lstrip("-"), [v.strip() for v in values.split(",")]
+        if not eq or not name or not all(values):
+            raise BadInput(f"--grid {item!r}: write NAME=V1,V2,... with the name of an mlsh.py flag, as macro=1,5,10")
+        if f"--{name}" in [f.split("=")[0] for f in flags]:
+            raise BadInput(f"--{name} is given both as a flag and in --grid: keep one")
+        grid.append((name, values))
+    return grid
+
+
+def grid_cells(grid, flags):
+    """Every combination of the grid's values: [(label, flags)], label like 'max-steps=50 macro=5'."""
+    cells = [("", list(flags))]
+    for name, values in grid:
+        cells = [(f"{label} {name}={v}".strip(), f + [f"--{name}", v]) for label, f in cells for v in values]
+    return cells
 
 
 # ---------------------------------------------------------------------------
@@ -167,34 +190,42 @@ def failure(folder, code):
     return f"exit code {code}: {said[-1]}"
 
 
-def run_seeds(seeds, flags, cfg, out, jobs, log=print):
-    """Every seed's run, jobs at a time; returns {seed: results or {"error": why}}."""
-    runs, todo = plan(seeds, cfg, out)
-    for s in runs:
-        log(f"seed {s}: already done in {os.path.join(out, f'seed-{s}')}")
-    resumed = [s for s, extra in todo if extra]
-    log(f"sweep: {len(todo)} of {len(seeds)} seeds to run, {jobs} at a time, into {out}"
-        + (f" (resuming seed {', '.join(map(str, resumed))} from the checkpoint in its folder)" if resumed else ""))
+def run_seeds(seeds, cells, jobs, log=print):
+    """Every seed of every cell, jobs at a time in one pool. cells: [(label, flags, cfg, out)], one per
+    sweep (a grid has several; label "" for a lone sweep). Returns [{seed: results or {"error": why}}]."""
+    runs, todo = [], []
+    for c, (label, flags, cfg, out) in enumerate(cells):
+        done, left = plan(seeds, cfg, out)
+        runs.append(done)
+        todo += [(c, s, extra) for s, extra in left]
+        for s in done:
+            log(f"{label + ' ' if label else ''}seed {s}: already done in {os.path.join(out, f'seed-{s}')}")
+    resumed = [f"{cells[c][0] + ' ' if cells[c][0] else ''}{s}" for c, s, extra in todo if extra]
+    total = len(seeds) * len(cells)
+    log(f"sweep: {len(todo)} of {total} seeds to run, {jobs} at a time, into "
+        f"{cells[0][3] if len(cells) == 1 else os.path.dirname(cells[0][3])}"
+        + (f" (resuming seed {', '.join(resumed)} from the checkpoint in its folder)" if resumed else ""))
     running, t0, finished = {}, time.time(), 0
     try:
         while todo or running:
             while todo and len(running) < jobs:
-                s, extra = todo.pop(0)
-                running[s] = start(s, flags, extra, out)
+                c, s, extra = todo.pop(0)
+                running[c, s] = start(s, cells[c][1], extra, cells[c][3])
             time.sleep(0.2)
-            for s, (proc, fh, folder) in list(running.items()):
+            for (c, s), (proc, fh, folder) in list(running.items()):
                 if proc.poll() is None:
                     continue
                 fh.close()
-                del running[s]
+                del running[c, s]
                 finished += 1
                 ok = proc.returncode == 0 and os.path.isfile(os.path.join(folder, "results.json"))
-                runs[s] = read_results(folder) if ok else {"error": failure(folder, proc.returncode)}
+                res = runs[c][s] = read_results(folder) if ok else {"error": failure(folder, proc.returncode)}
                 elapsed = time.time() - t0
                 eta = elapsed / finished * (len(todo) + len(running))
-                what = ("  ".join(f"{LABELS[m]} {runs[s]['methods'][m]['auc']:.3f}" for m in ("mlsh", "flat")
-                                  if m in runs[s]["methods"]) if ok else f"failed ({runs[s]['error']})")
-                log(f"seed {s}: {what}  ({len(runs)}/{len(seeds)} seeds done, elapsed {elapsed:.0f}s, eta {eta:.0f}s)")
+                what = ("  ".join(f"{LABELS[m]} {res['methods'][m]['auc']:.3f}" for m in ("mlsh", "flat")
+                                  if m in res["methods"]) if ok else f"failed ({res['error']})")
+                log(f"{cells[c][0] + ' ' if cells[c][0] else ''}seed {s}: {what}  ({sum(map(len, runs))}/{total} "
+                    f"seeds done, elapsed {elapsed:.0f}s, eta {eta:.0f}s)")
     except KeyboardInterrupt:
         for proc, fh, _ in running.values():
             proc.send_signal(signal.SIGINT)                   # mlsh.py keeps its last complete round
@@ -205,8 +236,9 @@ def run_seeds(seeds, flags, cfg, out, jobs, log=print):
                 proc.kill()
                 proc.wait()
             fh.close()
-        kept = sorted(s for s in runs if "error" not in runs[s])
-        raise KeyboardInterrupt(f"interrupted: {len(kept)} of {len(seeds)} seeds are finished and kept in {out}")
+        kept = sum(1 for r in runs for res in r.values() if "error" not in res)
+        where = cells[0][3] if len(cells) == 1 else os.path.dirname(cells[0][3])
+        raise KeyboardInterrupt(f"interrupted: {kept} of {total} seeds are finished and kept in {where}")
     return runs
 
 
@@ -374,6 +406,73 @@ def gather(folders):
     return runs, first[1]
 
 
+def write_grid(out, grid, cells, runs, flags, log=print):
+    """grid.json, grid.md and grid.png: per cell, MLSH's and flat PPO's mean AUC over the seeds with 95%
+    bootstrap intervals over seeds, their difference, and on how many seeds MLSH's interval lay above flat's."""
+    rng = np.random.default_rng(0)
+    table = []
+    for (label, _, _, folder), r in zip(cells, runs):
+        rows = [row(s, r[s]) for s in sorted(r)]
+        ok = [x for x in rows if "error" not in x]
+        auc = {m: interval([x["methods"][m]["auc"] for x in ok], rng) if ok and m in ok[0]["methods"] else None
+               for m in ("mlsh", "flat")}
+        table.append({"values": dict(v.split("=") for v in label.split()), "folder": folder, "mlsh": auc["mlsh"],
+                      "flat": auc["flat"], "summary": summary(rows)})
+    mlsh.write_json(os.path.join(out, "grid.json"), {"flags": flags, "grid": grid, "cells": table})
+    names = [name for name, _ in grid]
+    show = lambda a: "-" if a is None else f"{a[0]:.3f} [{a[1][0]:.3f}, {a[1][1]:.3f}]"
+    lines = [f"`python mlsh.py {shlex.join(flags)} --seed S` over " + ", ".join(f"--{n} {' / '.join(v)}" for n, v in grid),
+             "", "| " + " | ".join(names) + " | MLSH | flat PPO | MLSH minus flat | MLSH above flat |",
+             "|" + " --- |" * (len(names) + 4)]
+    for c in table:
+        s = c["summary"]
+        diff = "-" if s.get("mean_diff") is None else \
+            f"{s['mean_diff']:+.3f} [{s['mean_diff_ci'][0]:+.3f}, {s['mean_diff_ci'][1]:+.3f}]"
+        above = "-" if s.get("above_flat") is None else f"{s['above_flat']} of {s['n']}"
+        lines.append("| " + " | ".join(c["values"][n] for n in names) + f" | {show(c['mlsh'])} | {show(c['flat'])} | "
+                     f"{diff} | {above} |")
+    text = "\n".join(lines) + "\n\nAUC: mean over meta-training seeds, 95% bootstrap interval over seeds.\n"
+    tmp = os.path.join(out, "grid.md.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, os.path.join(out, "grid.md"))
+    if len(grid) <= 2:
+        plot_grid(os.path.join(out, "grid.png"), grid, table, " ".join(["python mlsh.py", *flags]))
+    log("\n" + text)
+    log(f"grid.json, grid.md{', grid.png' if len(grid) <= 2 else ''} in {out}; each cell's sweep in its folder")
+
+
+def plot_grid(path, grid, table, title):
+    """MLSH's and flat PPO's AUC over the grid: one panel per value of the first name (if two), the other
+    along the x axis; mean over seeds with its 95% interval."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (outer, outer_values), (inner, inner_values) = ((None, [None]), grid[0]) if len(grid) == 1 else grid
+    fig, axes = plt.subplots(1, len(outer_values), figsize=(4.2 * len(outer_values), 3.8), squeeze=False, sharey=True)
+    for ax, ov in zip(axes[0], outer_values):
+        cells = [c for c in table if outer is None or c["values"][outer] == ov]
+        x = np.arange(len(cells))
+        for i, (m, label) in enumerate([("mlsh", "MLSH"), ("flat", "flat PPO")]):
+            have = [(j, c[m]) for j, c in zip(x, cells) if c[m] is not None]
+            if have:
+                j, a = zip(*have)
+                mean = np.array([v[0] for v in a])
+                err = np.abs(np.array([v[1] for v in a]).T - mean)
+                ax.errorbar(np.array(j) + (i - 0.5) * 0.12, mean, yerr=err, fmt="o-", color=f"C{i}", capsize=3,
+                            label=label)
+        ax.set(xticks=x, xticklabels=[c["values"][inner] for c in cells], xlabel=f"--{inner}", ylim=(0, 1.02),
+               title=f"--{outer} {ov}" if outer else "")
+    axes[0][0].set_ylabel("AUC on held-out tasks (mean over seeds, 95% interval)")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    tmp = path + ".tmp"
+    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 # ---------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------
@@ -392,11 +491,14 @@ def parse(argv):
     p.add_argument("--out", help="the sweep's folder; seed S runs in OUT/seed-S (default: runs/sweep-<env> "
                                  "beside mlsh.py; with --summarise, the folders' common parent)")
     p.add_argument("--summarise", nargs="+", metavar="DIR", help="no runs: summarise these finished run folders")
+    p.add_argument("--grid", nargs="+", metavar="NAME=V1,V2", help="a sweep for every combination of these mlsh.py "
+                   "flag values (as macro=1,5,10), each in OUT/NAME-V_..., and grid.md/json/png over them "
+                   "(default OUT: runs/grid-<preset>)")
     args, flags = p.parse_known_args(argv)
     if (args.seeds is None) == (args.summarise is None):
         raise BadInput("give --seeds to run a sweep, or --summarise DIR ... to summarise run folders (not both)")
-    if args.summarise and flags:
-        raise BadInput(f"--summarise takes folders only, not mlsh.py flags ({' '.join(flags)})")
+    if args.summarise and (flags or args.grid):
+        raise BadInput(f"--summarise takes folders only, not mlsh.py flags or --grid ({' '.join(flags)})")
     if args.jobs is not None and args.jobs < 1:
         raise BadInput(f"--jobs is {args.jobs}; it must be at least 1")
     return args, flags
@@ -414,19 +516,27 @@ def main(argv=None):
             write_summary(out, runs, flags_of(config), config)
             return
         seeds = parse_seeds(args.seeds)
-        cfg = check_flags(flags)
-        out = os.path.abspath(args.out or os.path.join(HERE, "runs", f"sweep-{cfg.env}"))
-        mlsh.check_writable(out)
+        grid = parse_grid(args.grid, flags) if args.grid else []
+        cells = [(label, f, check_flags(f)) for label, f in grid_cells(grid, flags)]
+        preset = cells[0][2].preset
+        out = os.path.abspath(args.out or os.path.join(HERE, "runs", f"{'grid' if grid else 'sweep'}-{preset}"))
+        cells = [(label, f, cfg, os.path.join(out, label.replace("=", "-").replace(" ", "_")))
+                 for label, f, cfg in cells]
+        for *_, folder in cells:
+            mlsh.check_writable(folder)
         jobs = args.jobs or len(os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else os.cpu_count())
-        runs = run_seeds(seeds, flags, cfg, out, jobs)
-        write_summary(out, runs, flags, settings(dataclasses.asdict(cfg)))
+        runs = run_seeds(seeds, cells, jobs)
+        for (label, f, cfg, folder), r in zip(cells, runs):
+            write_summary(folder, r, f, settings(dataclasses.asdict(cfg)), log=print if not grid else lambda s: None)
+        if grid:
+            write_grid(out, grid, cells, runs, flags)
     except (BadInput, ValueError) as e:
         print(f"sweep: {e}", file=sys.stderr)
         raise SystemExit(2)
     except KeyboardInterrupt as e:
         print(f"\n{e or 'interrupted'}\ncarry on with: {shlex.join(['python', 'sweep.py', *argv])}")
         raise SystemExit(130)
-    if any("error" in r for r in runs.values()):
+    if any("error" in res for r in runs for res in r.values()):
         raise SystemExit(1)
 
 

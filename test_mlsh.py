@@ -394,6 +394,43 @@ def test_mlsh_beats_flat_on_bandits():
     assert mlsh_curve.mean() > 1.3 * flat_curve.mean()
 
 
+def _fixed_skills(fam, actions, hidden=8):
+    """Sub-policies that always take one action each, whatever they see (a huge bias on that action)."""
+    p = mlsh.mlp_init(np.random.default_rng(0), len(actions), [fam.obs_dim, hidden, 4], dtype=np.float64)
+    p["W1"][:] = 0.0
+    p["b1"][:] = -50.0
+    p["b1"][np.arange(len(actions)), 0, actions] = 50.0
+    return mlsh.Net.from_params(p, 0.0)
+
+
+def test_reach_is_the_best_over_every_sequence_of_choices():
+    # deterministic skills from a fixed start: the best master is the best sequence of K^(T/N) choices
+    cfg = mlsh.Config(max_steps=12, macro=4)
+    fam = mlsh.make_family(cfg)
+    maze = fam.maze
+    subs = _fixed_skills(fam, [1, 2, 0])                          # right, down, up
+    got = mlsh.reach(cfg, fam, subs, rollouts=1)
+    best_score, best_success, visit = np.zeros(maze.n_cells), np.zeros(maze.n_cells), np.zeros(maze.n_cells)
+    sequences = list(__import__("itertools").product(range(3), repeat=3))
+    for seq in sequences:
+        cell, first = maze.start, {}
+        for t in range(12):
+            cell = maze.next_cell[cell, [1, 2, 0][seq[t // 4]]]
+            first.setdefault(cell, t + 1)
+        for g, t in first.items():
+            if g != maze.start:
+                best_score[g] = max(best_score[g], maze.dist[maze.start, g] / t)
+                best_success[g] = 1.0
+                visit[g] += 1 / len(sequences)
+    others = np.arange(maze.n_cells) != maze.start
+    assert np.allclose(got["best_score"][others], best_score[others])
+    assert np.allclose(got["best_success"][others], best_success[others])
+    assert np.allclose(got["master_visit"][others], visit[others])
+    assert best_success.sum() >= 10 and np.isnan(got["best_score"][maze.start])
+    walk = got["walk_visit"]                                      # a random walk meets near cells more often
+    assert walk[maze.next_cell[maze.start, 1]] > 0.9 > 0.1 > np.nanmax(walk[fam.test_tasks])
+
+
 # ---------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------
@@ -851,6 +888,17 @@ def test_ctrl_c_keeps_finished_seeds_and_says_how_to_carry_on(tmp_path):
     assert "seed 0: already done" in out and "1 of 2 seeds to run" in out
 
 
+def test_a_grid_runs_a_sweep_per_combination(swept, tmp_path):
+    code, out, err = _sweep("--seeds", "0", *QUICK_SWEEP, "--grid", "macro=3,5", "--out", str(tmp_path))
+    assert code == 0, out + err
+    grid = json.loads((tmp_path / "grid.json").read_text())
+    assert [c["values"] for c in grid["cells"]] == [{"macro": "3"}, {"macro": "5"}]
+    five = json.loads((tmp_path / "macro-5" / "seed-0" / "results.json").read_text())
+    assert _numbers(five) == _numbers(json.loads((swept / "hand-0" / "results.json").read_text()))  # --macro 5 is the default
+    assert json.loads((tmp_path / "macro-3" / "seed-0" / "results.json").read_text())["config"]["macro"] == 3
+    assert "| macro | MLSH | flat PPO |" in (tmp_path / "grid.md").read_text() and (tmp_path / "grid.png").exists()
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["--seeds", "0-x"], "'0-x' is not a seed or a range"),
     (["--seeds", "3,,4"], "'' is not a seed or a range"),
@@ -864,6 +912,10 @@ def test_ctrl_c_keeps_finished_seeds_and_says_how_to_carry_on(tmp_path):
     (["--seeds", "0-1", "--eval-only"], "--eval-only is not for a sweep"),
     ([], "give --seeds to run a sweep, or --summarise DIR"),
     (["--summarise", "nowhere"], "nowhere holds no results.json"),
+    (["--seeds", "0", "--grid", "macro"], "--grid 'macro': write NAME=V1,V2"),
+    (["--seeds", "0", "--grid", "macro=1,,5"], "--grid 'macro=1,,5'"),
+    (["--seeds", "0", "--macro", "5", "--grid", "macro=1,5"], "--macro is given both as a flag and in --grid"),
+    (["--seeds", "0", "--grid", "macro=1,0"], "--macro is 0; it must be at least 1"),
 ])
 def test_sweep_refuses_bad_input_in_one_line_before_any_worker(argv, expected, tmp_path, capsys):
     import sweep
