@@ -281,25 +281,21 @@ class GoalMaze(GridEnv):
     Description: by default the 13x13 Four Rooms grid, four rooms joined by
         four one-cell doorways; any maze in the legend above works (`rows`).
     Actions: 0 up, 1 right, 2 down, 3 left.
-    Observation: float32, by `obs`: "cell", a one-hot of the agent's cell,
-        shape (n_cells,) = (104,) for Four Rooms; or "rowcol", a one-hot of its
-        row followed by a one-hot of its column, shape (height + width,) =
-        (26,), with which a network can carry what it learned in one cell to
-        the cells of the same row or column. The goal is not in the
-        observation: a learner finds it from reward.
+    Observation: one-hot of the agent's cell, shape (n_cells,) = (104,) for
+        Four Rooms, float32. The goal is not in the observation: a learner
+        finds it from reward.
     Rewards: +1 on reaching the goal, 0 otherwise.
     Termination: reaching the goal (terminated); `max_steps` (truncated).
     Arguments: tasks (goal cell per copy), start (cell number, or None for a
-        uniformly random start other than the goal), slip, max_steps, seed, obs.
+        uniformly random start other than the goal), slip, max_steps, seed.
     """
 
-    def __init__(self, tasks, start="S", slip=0.0, max_steps=50, seed=None, autoreset=True, rows=FOUR_ROOMS,
-                 obs="cell"):
+    def __init__(self, tasks, start="S", slip=0.0, max_steps=50, seed=None, autoreset=True, rows=FOUR_ROOMS):
         maze = Maze(rows)
         super().__init__(maze, tasks, max_steps, slip, seed, autoreset)
         self.start = maze.start if start == "S" else start
-        self._table = observation_table(maze, obs)      # (n_cells, obs_dim): the observation in every cell
-        self.obs_dim = self._table.shape[1]
+        self.obs_dim = maze.n_cells
+        self._eye = np.eye(maze.n_cells, dtype=np.float32)
 
     def _new_episodes(self, idx):
         goals = self.tasks[idx]
@@ -316,29 +312,15 @@ class GoalMaze(GridEnv):
         return paid, paid
 
     def _observe(self):
-        return self._table[self.pos]
+        return self._eye[self.pos]
 
     def obs_at(self, cells, i=0):
         """Observations with the agent at each of `cells`, in copy i's episode (for drawing policies)."""
-        return self._table[cells]
+        return self._eye[cells]
 
     def landmarks(self, i=0):
         """Cells to draw in copy i's picture: the goal, 'G'."""
         return {int(self.tasks[i]): "G"}
-
-
-OBSERVATIONS = ("cell", "rowcol")
-
-
-def observation_table(maze, obs):
-    """Every free cell's observation, (n_cells, obs_dim) float32: see GoalMaze."""
-    if obs == "cell":
-        return np.eye(maze.n_cells, dtype=np.float32)
-    if obs == "rowcol":
-        rows = np.eye(maze.height, dtype=np.float32)[maze.cells[:, 0]]
-        cols = np.eye(maze.width, dtype=np.float32)[maze.cells[:, 1]]
-        return np.concatenate([rows, cols], axis=1)
-    raise ValueError(f"obs {obs!r}: choose one of {', '.join(OBSERVATIONS)}")
 
 
 class MovingBandits(GridEnv):
@@ -525,10 +507,9 @@ class GoalTasks(TaskFamily):
     episode at 'S'; start=None anywhere.
     """
 
-    def __init__(self, start="S", slip=0.0, max_steps=50, n_test=16, min_dist=10, split_seed=1234, rows=FOUR_ROOMS,
-                 obs="cell"):
+    def __init__(self, start="S", slip=0.0, max_steps=50, n_test=16, min_dist=10, split_seed=1234, rows=FOUR_ROOMS):
         self.maze = Maze(rows)
-        self.rows, self.start, self.slip, self.max_steps, self.obs = rows, start, slip, max_steps, obs
+        self.rows, self.start, self.slip, self.max_steps = rows, start, slip, max_steps
         if start == "S" and self.maze.start is None:
             raise ValueError("the maze has no start cell 'S': add one, or start anywhere (--random-start)")
         ref = self.maze.start
@@ -557,11 +538,10 @@ class GoalTasks(TaskFamily):
             pool = rest[np.argsort(-self.maze.dist[0 if ref is None else ref, rest], kind="stable")[:n_test]]
         self.val_tasks = np.sort(rng.choice(pool, size=n_test, replace=False))
         self.train_tasks = np.setdiff1d(cells, np.r_[self.test_tasks, self.val_tasks])
-        self.obs_dim, self.n_actions = observation_table(self.maze, obs).shape[1], 4
+        self.obs_dim, self.n_actions = self.maze.n_cells, 4
 
     def make(self, tasks, split="train", seed=None):
-        return GoalMaze(tasks, start=self.start, slip=self.slip, max_steps=self.max_steps, seed=seed, rows=self.rows,
-                        obs=self.obs)
+        return GoalMaze(tasks, start=self.start, slip=self.slip, max_steps=self.max_steps, seed=seed, rows=self.rows)
 
 
 class BanditTasks(TaskFamily):

@@ -68,20 +68,15 @@ class Config:
     slip: float = 0.0               # chance that a move is replaced by one of the other three
     random_start: bool = False      # fourrooms: start anywhere, not at the fixed cell 'S'
     maze: str = ""                  # fourrooms: a maze file of your own instead (legend in envs.py)
-    obs: str = "cell"               # fourrooms: what every learner sees: cell (one-hot) | rowcol (row and column one-hots)
     # hierarchy
     subpolicies: int = 4            # K: number of sub-policies
     macro: int = 5                  # N: steps each master decision lasts
-    macro_jitter: float = 0.0       # > 0: each decision lasts a random N(1-j)..N(1+j) steps (HiPPO); 0: always N
     hidden: int = 64                # units per hidden layer (tanh)
     layers: int = 1                 # hidden layers per network
     # meta-training schedule
     rounds: int = 20                # how many times tasks are drawn and masters reset
     tasks: int = 8                  # tasks side by side per round, each with its own master
     stagger: bool = False           # the paper's staggered groups: each task slot starts its rounds at its own time
-    dedup: float = 0.0              # > 0: after a round, a sub-policy acting like another (mean TV below this) restarts
-    critic_choice: bool = False     # the per-task critic also sees which sub-policy acts (HiPPO's baseline)
-    smdp: bool = False              # the master discounts within its N steps and by γ^N between decisions
     warmup: int = 10                # W: iterations updating only the masters
     joint: int = 20                 # U: iterations updating masters and sub-policies
     envs: int = 16                  # env copies per task
@@ -147,8 +142,6 @@ def check_config(cfg):
                         f"able to finish an episode: raise --steps")
     if cfg.env not in FAMILIES:
         problems.append(f"--env {cfg.env!r} is not a task family here; choose one of {', '.join(FAMILIES)}")
-    if cfg.obs not in envs.OBSERVATIONS:
-        problems.append(f"--obs {cfg.obs!r}: choose one of {', '.join(envs.OBSERVATIONS)}")
     if cfg.eval_split not in envs.TaskFamily.SPLITS:
         problems.append(f"--eval-split {cfg.eval_split!r}: choose test or validation")
     unknown = [m for m in cfg.methods if m not in METHOD_NAMES]
@@ -162,7 +155,7 @@ def check_config(cfg):
 def make_family(cfg):
     """The task distribution the config names: goal cells of a maze, or Moving Bandits."""
     if cfg.env == "fourrooms":
-        goals = dict(start=None if cfg.random_start else "S", slip=cfg.slip, max_steps=cfg.max_steps, obs=cfg.obs)
+        goals = dict(start=None if cfg.random_start else "S", slip=cfg.slip, max_steps=cfg.max_steps)
         if not cfg.maze:
             return envs.GoalTasks(**goals)
         try:
@@ -170,8 +163,8 @@ def make_family(cfg):
         except (ValueError, OSError) as e:
             raise ValueError(f"maze file {cfg.maze}: {e.strerror if isinstance(e, OSError) else e}") from None
     if cfg.env == "bandits":
-        if cfg.maze or cfg.obs != "cell":
-            raise ValueError("--maze and --obs are for goal tasks in a maze: use them with --env fourrooms")
+        if cfg.maze:
+            raise ValueError("--maze makes goal tasks on your maze: use it with --env fourrooms")
         return envs.BanditTasks(slip=cfg.slip, max_steps=cfg.max_steps)
     raise ValueError(f"unknown env {cfg.env!r}: choose fourrooms or bandits")
 
@@ -301,12 +294,11 @@ def gae_loop(rew, val, next_val, term, end, gamma, lam):
     A_t     = delta_t + gamma lam (1 - end_t) A_{t+1}
     """
     # easy to get wrong: bootstrap through a truncation (term = 0 there), never through a termination
-    gamma = np.broadcast_to(gamma, rew.shape)
     delta = rew + gamma * (1.0 - term) * next_val - val
     adv = np.zeros_like(delta)
     running = np.zeros(delta.shape[1:])
     for t in reversed(range(len(delta))):
-        running = delta[t] + gamma[t] * lam * (1.0 - end[t]) * running
+        running = delta[t] + gamma * lam * (1.0 - end[t]) * running
         adv[t] = running
     return adv
 
@@ -469,14 +461,6 @@ class Agent:
     subs: Net = None
     critic: Net = None
     macro: int = 1
-    jitter: float = 0.0
-
-    def durations(self, rng, n):
-        """How many steps each of n new decisions lasts: N, or drawn around N when jittered."""
-        if not self.jitter:
-            return self.macro
-        lo, hi = max(1, round(self.macro * (1 - self.jitter))), round(self.macro * (1 + self.jitter))
-        return rng.integers(lo, hi + 1, size=n)
 
     @property
     def M(self):
@@ -491,9 +475,8 @@ def new_agent(rng, M, D, n_choices, cfg, lr, macro=1, subs=None, critic=False):
     """
     master = Net(rng, M, D, n_choices, cfg, lr, out_scale=0.01, name="master policy")
     value = Net(rng, M, D, 1, cfg, cfg.value_lr, name="master value function")
-    crit = (Net(rng, M, D + n_choices * cfg.critic_choice, 1, cfg, cfg.value_lr, name="per-task critic")
-            if critic else None)
-    return Agent(master, value, subs, crit, macro, cfg.macro_jitter if subs is not None else 0.0)
+    crit = Net(rng, M, D, 1, cfg, cfg.value_lr, name="per-task critic") if critic else None
+    return Agent(master, value, subs, crit, macro)
 
 
 @dataclass
@@ -555,7 +538,7 @@ class Runner:
             choice = np.where(decide, sample(rng, logits), self.active)
             choice_logp = np.take_along_axis(log_softmax(logits), choice[:, None], 1)[:, 0]
             self.active = choice
-            self.countdown = np.where(decide, agent.durations(rng, n), self.countdown) - 1
+            self.countdown = np.where(decide, agent.macro, self.countdown) - 1
             # sub-policies φ: each copy acts with its active one
             if agent.subs is None:
                 act, act_logp = choice, choice_logp
@@ -592,7 +575,7 @@ def values(net, obs, key, G):
     return out
 
 
-def master_transitions(ro, value, E, gamma, lam, smdp=False):
+def master_transitions(ro, value, E, gamma, lam):
     """The master's own MDP: one transition per decision.
 
     A decision lasts from its step to the step before the same copy's next
@@ -606,9 +589,8 @@ def master_transitions(ro, value, E, gamma, lam, smdp=False):
     i_idx, t_idx = np.nonzero(ro.decide.T)                # copy 0's decisions in time order, then copy 1's...
     same_next = np.r_[i_idx[1:] == i_idx[:-1], False]     # followed by another decision of the same copy
     last = np.where(same_next, np.r_[t_idx[1:], 0] - 1, S - 1)
-    disc = gamma ** np.arange(S + 1)[:, None] if smdp else np.ones((S + 1, 1))
-    cum = np.vstack([np.zeros((1, n)), np.cumsum(ro.rew * disc[:S], axis=0)])   # cum[t] = sum of disc rew[:t]
-    R = (cum[last + 1, i_idx] - cum[t_idx, i_idx]) / disc[t_idx, 0]             # the master's reward
+    cum = np.vstack([np.zeros((1, n)), np.cumsum(ro.rew, axis=0)])        # cum[t] = sum of rew[:t]
+    R = cum[last + 1, i_idx] - cum[t_idx, i_idx]                           # the master's reward
     term, end = ro.term[last, i_idx], ro.term[last, i_idx] | ro.trunc[last, i_idx] | ~same_next
     M = n // E
     val = values(value, ro.obs[t_idx, i_idx], i_idx // E, M)
@@ -617,11 +599,7 @@ def master_transitions(ro, value, E, gamma, lam, smdp=False):
     counts = np.bincount(i_idx, minlength=n)
     j = np.arange(len(i_idx)) - np.repeat(np.cumsum(counts) - counts, counts)
     grid = lambda x: _scatter(x, j, i_idx, (counts.max(), n))
-    if smdp:
-        adv = gae_loop(grid(R), grid(val), grid(next_val), grid(term), grid(end), grid(gamma ** (last - t_idx + 1)),
-                       lam)[j, i_idx]
-    else:
-        adv = gae(grid(R), grid(val), grid(next_val), grid(term), grid(end), gamma, lam)[j, i_idx]
+    adv = gae(grid(R), grid(val), grid(next_val), grid(term), grid(end), gamma, lam)[j, i_idx]
     return t_idx, i_idx, adv, adv + val
 
 
@@ -654,22 +632,10 @@ def step_advantages(ro, critic, gamma, lam):
     because the value there is still the hierarchy's.
     """
     S, M = len(ro.rew), critic.p["W0"].shape[0]
-    x, next_x = critic_inputs(ro, critic)
-    val = from_learner(critic(by_learner(x, M))[..., 0], S)             # (S, n)
-    next_val = from_learner(critic(by_learner(next_x, M))[..., 0], S)
+    val = from_learner(critic(by_learner(ro.obs, M))[..., 0], S)             # (S, n)
+    next_val = from_learner(critic(by_learner(ro.next_obs, M))[..., 0], S)
     adv = gae(ro.rew, val, next_val, ro.term, ro.term | ro.trunc, gamma, lam)
     return adv, adv + val
-
-
-def critic_inputs(ro, critic):
-    """What the per-task critic sees at each step and after it: the observation, and, when the critic is
-    wider than that, a one-hot of the sub-policy acting (after an episode's end: the one that was acting)."""
-    K = critic.p["W0"].shape[1] - ro.obs.shape[-1]
-    if K == 0:
-        return ro.obs, ro.next_obs
-    eye = np.eye(K, dtype=np.float32)
-    after = np.where(ro.term | ro.trunc, ro.choice, np.concatenate([ro.choice[1:], ro.choice[-1:]]))
-    return (np.concatenate([ro.obs, eye[ro.choice]], axis=-1), np.concatenate([ro.next_obs, eye[after]], axis=-1))
 
 
 def update(agent, ro, cfg, rng, train_subs=False):
@@ -681,7 +647,7 @@ def update(agent, ro, cfg, rng, train_subs=False):
     """
     S, n = ro.rew.shape
     M, E = agent.M, n // agent.M
-    t, i, adv, ret = master_transitions(ro, agent.value, E, cfg.gamma, cfg.lam, cfg.smdp)
+    t, i, adv, ret = master_transitions(ro, agent.value, E, cfg.gamma, cfg.lam)
     finite("the master's advantages", adv)
     ppo_update(agent.master, agent.value, ro.obs[t, i], ro.choice[t, i], ro.choice_logp[t, i],
                adv, ret, i // E, M, cfg.master_ent, cfg, rng)
@@ -698,7 +664,7 @@ def update(agent, ro, cfg, rng, train_subs=False):
         ppo_update(agent.subs, None, flat(ro.obs), flat(ro.act), flat(ro.act_logp), flat(adv), None,
                    flat(ro.choice), K, cfg.sub_ent, cfg, rng)
     # the per-task critic learns the hierarchy's per-step value
-    x, r = by_learner(critic_inputs(ro, agent.critic)[0], M), by_learner(ret, M)
+    x, r = by_learner(ro.obs, M), by_learner(ret, M)
     train_net(agent.critic, x, np.ones(r.shape, bool), lambda out, i, w: value_loss(out, r[:, i], w), cfg, rng)
 
 
@@ -724,26 +690,8 @@ def meta_round(cfg, family, runner, subs, rng):
         usage += ro.usage
         if it == cfg.warmup - 1:
             warm = float(ro.success.mean())
-    rec = {"warmup_success": warm, "joint_success": float(ro.success.mean()),
-           "usage": (usage / (cfg.warmup + cfg.joint)).round(3).tolist()}
-    if cfg.dedup:
-        rec["restarted"] = restart_duplicates(subs, ro.obs, usage, cfg.dedup, rng)
-    return rec
-
-
-def restart_duplicates(subs, obs, usage, threshold, rng):
-    """Sub-policies that act alike on the observations `obs` (mean total variation between their action
-    distributions below threshold): the less used of each such pair starts afresh. Returns their indices."""
-    x = obs.reshape(1, -1, obs.shape[-1])
-    probs = np.exp(log_softmax(subs(x)))                                 # (K, B, A)
-    tv = 0.5 * np.abs(probs[:, None] - probs[None]).sum(-1).mean(-1)     # (K, K)
-    restarted = []
-    for j, k in zip(*np.triu_indices(len(probs), 1)):
-        if tv[j, k] < threshold and j not in restarted and k not in restarted:
-            restarted.append(int(j if usage[j] < usage[k] else k))
-    if restarted:
-        subs.reset(rng, np.array(restarted))
-    return restarted
+    return {"warmup_success": warm, "joint_success": float(ro.success.mean()),
+            "usage": (usage / (cfg.warmup + cfg.joint)).round(3).tolist()}
 
 
 def staggered_rounds(cfg, family, runner, subs, rng):
@@ -811,7 +759,7 @@ def meta_train(cfg, family, rng, log=print, resume=None, save=None):
         warm = rec["warmup_success"]
         log(f"round {r + 1:3d}/{cfg.rounds}  tasks {M}  warmup-success {warm if warm is not None else float('nan'):.2f}"
             f"  joint-success {rec['joint_success']:.2f}  usage {' '.join(f'{u:.2f}' for u in rec['usage'])}"
-            + (f"  restarted {rec['restarted']}" if rec.get("restarted") else "") +
+
             f"  {done * steps_per_round / elapsed:,.0f} steps/s  elapsed {elapsed:.0f}s"
             f"  eta {elapsed / done * (cfg.rounds - r - 1):.0f}s")
         if save is not None:
@@ -1053,7 +1001,7 @@ def bench(cfg, log=print):
 # Checkpoints (plumbing): the sub-policies and the config they were trained with
 # ---------------------------------------------------------------------------
 
-SHAPE_FIELDS = ("env", "max_steps", "slip", "random_start", "subpolicies", "macro", "hidden", "layers", "obs")
+SHAPE_FIELDS = ("env", "max_steps", "slip", "random_start", "subpolicies", "macro", "hidden", "layers")
 FREE_ON_RESUME = ("rounds", "eval_iters", "seeds", "flat_lrs", "out", "maze", "preset", "eval_split",
                   "methods")                                         # may differ when resuming
 

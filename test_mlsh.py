@@ -739,7 +739,7 @@ def test_environments_pass_the_conformance_check():
 
 
 def test_the_conformance_check_can_fail(monkeypatch):
-    monkeypatch.setattr(envs.GoalMaze, "_observe", lambda self: self._table[self.pos].astype(np.float64))
+    monkeypatch.setattr(envs.GoalMaze, "_observe", lambda self: self._eye[self.pos].astype(np.float64))
     with pytest.raises(AssertionError, match="float32"):
         envs.check_env(envs.SingleEnv(envs.GoalMaze(tasks=[50], seed=0)))
 
