@@ -231,12 +231,6 @@ class GridEnv:
         self._new_episodes(np.arange(self.n))
         return self._observe(), {}
 
-    def restart(self, idx, tasks):
-        """Copies idx take up new tasks and start new episodes; the other copies carry on."""
-        self.tasks[idx] = tasks
-        self._new_episodes(np.asarray(idx))
-        return self._observe()
-
     def step(self, actions):
         actions = np.asarray(actions)
         if actions.shape != (self.n,) or not np.issubdtype(actions.dtype, np.integer):

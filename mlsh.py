@@ -76,7 +76,6 @@ class Config:
     # meta-training schedule
     rounds: int = 20                # how many times tasks are drawn and masters reset
     tasks: int = 8                  # tasks side by side per round, each with its own master
-    stagger: bool = False           # the paper's staggered groups: each task slot starts its rounds at its own time
     warmup: int = 10                # W: iterations updating only the masters
     joint: int = 20                 # U: iterations updating masters and sub-policies
     envs: int = 16                  # env copies per task
@@ -219,12 +218,10 @@ def mlp_backward(p, hs, dout):
 
 
 class Adam:
-    """Adam on a dict of (G, ...) arrays, updated in place: one state per network stack, with a step
-    count t per network (G, 1, 1), so that one network of a stack can start afresh (Net.reset)."""
+    """Adam on a dict of (G, ...) arrays, updated in place: one state per network stack."""
 
     def __init__(self, params, lr, b1=0.9, b2=0.999, eps=1e-8):
-        self.lr, self.b1, self.b2, self.eps = lr, b1, b2, eps
-        self.t = np.zeros((len(params["W0"]), 1, 1))
+        self.lr, self.b1, self.b2, self.eps, self.t = lr, b1, b2, eps, 0
         self.m = {k: np.zeros_like(v) for k, v in params.items()}
         self.v = {k: np.zeros_like(v) for k, v in params.items()}
 
@@ -245,7 +242,7 @@ class Net:
         self.p = params if params is not None else mlp_init(rng, G, [n_in] + [cfg.hidden] * cfg.layers + [n_out],
                                                             out_scale)
         self.opt = Adam(self.p, lr)
-        self.name, self.out_scale = name, out_scale
+        self.name = name
 
     @classmethod
     def from_params(cls, params, lr, name="network"):
@@ -254,14 +251,6 @@ class Net:
 
     def __call__(self, x):
         return mlp_forward(self.p, x)[0]
-
-    def reset(self, rng, idx):
-        """Networks idx of the stack afresh: new random weights, new Adam state."""
-        sizes = [self.p["W0"].shape[1]] + [self.p[f"W{i}"].shape[2] for i in range(len(self.p) // 2)]
-        fresh = mlp_init(rng, len(idx), sizes, self.out_scale, dtype=self.p["W0"].dtype)
-        for k in self.p:
-            self.p[k][idx], self.opt.m[k][idx], self.opt.v[k][idx] = fresh[k], 0.0, 0.0
-        self.opt.t[idx] = 0
 
 
 def log_softmax(logits):
@@ -516,12 +505,6 @@ class Runner:
         self.obs, _ = self.env.reset(options={"tasks": tasks})
         self.countdown[:] = 0
 
-    def set_learner_tasks(self, learners, tasks):
-        """New tasks for some learners only (one per learner, on all its copies); the others carry on."""
-        copies = (np.asarray(learners)[:, None] * self.E + np.arange(self.E)).ravel()
-        self.obs = self.env.restart(copies, np.repeat(tasks, self.E))
-        self.countdown[copies] = 0
-
     def run(self, agent, S, rng):
         """S steps in every copy with the agent acting; returns the Rollout."""
         env, n, M = self.env, self.env.n, self.M
@@ -641,7 +624,6 @@ def step_advantages(ro, critic, gamma, lam):
 def update(agent, ro, cfg, rng, train_subs=False):
     """PPO on θ from the master's transitions; with train_subs, PPO on φ from the steps each executed.
 
-    train_subs: True, False, or one bool per learner (whose steps train φ).
     The per-task critic (present while φ trains, warmup included, so that it
     is ready when the joint phase starts) is fitted on every step.
     """
@@ -655,11 +637,9 @@ def update(agent, ro, cfg, rng, train_subs=False):
         return
     adv, ret = step_advantages(ro, agent.critic, cfg.gamma, cfg.lam)
     finite("the sub-policies' advantages", adv)
-    train_subs = np.broadcast_to(train_subs, (M,))
-    if train_subs.any():
+    if train_subs:
         # each sub-policy k learns only from the steps it executed, pooled over the tasks
-        rows = np.broadcast_to(np.repeat(train_subs, E), (S, n)).ravel()
-        flat = lambda x: x.reshape((S * n,) + x.shape[2:])[rows]
+        flat = lambda x: x.reshape((S * n,) + x.shape[2:])
         K = agent.subs.p["W0"].shape[0]
         ppo_update(agent.subs, None, flat(ro.obs), flat(ro.act), flat(ro.act_logp), flat(adv), None,
                    flat(ro.choice), K, cfg.sub_ent, cfg, rng)
@@ -694,36 +674,6 @@ def meta_round(cfg, family, runner, subs, rng):
             "usage": (usage / (cfg.warmup + cfg.joint)).round(3).tolist()}
 
 
-def staggered_rounds(cfg, family, runner, subs, rng):
-    """The paper's staggered groups: task slot m starts its rounds (W + U iterations) m (W + U) / M
-    iterations after slot 0, so that some masters are always past their warmup and φ trains every
-    iteration, on the steps of those masters. Yields one record per W + U iterations."""
-    M, E, K, P = cfg.tasks, cfg.envs, cfg.subpolicies, cfg.warmup + cfg.joint
-    offset = np.arange(M) * P // M
-    agent = new_agent(rng, M, family.obs_dim, K, cfg, cfg.master_lr, cfg.macro, subs=subs, critic=True)
-    runner.set_tasks(np.repeat(family.sample(rng, M), E))
-    age = np.zeros(M, dtype=int)                              # iterations since each slot's task began
-    usage, success = np.zeros(K), []
-    for i in range(cfg.rounds * P):
-        due = np.flatnonzero((i > 0) & ((i + offset) % P == 0))
-        if len(due):                                          # these slots: a new task and a fresh θ
-            runner.set_learner_tasks(due, family.sample(rng, len(due)))
-            for net in (agent.master, agent.value, agent.critic):
-                net.reset(rng, due)
-            age[due] = 0
-        ro = runner.run(agent, cfg.steps, rng)
-        update(agent, ro, cfg, rng, train_subs=age >= cfg.warmup)
-        usage += ro.usage
-        success.append(np.where(age == cfg.warmup - 1, ro.success, np.nan))
-        age += 1
-        if (i + 1) % P == 0:
-            done = np.array(success)
-            yield {"warmup_success": float(np.nanmean(done)) if np.isfinite(done).any() else None,
-                   "joint_success": float(ro.success[age > cfg.warmup].mean()) if (age > cfg.warmup).any() else 0.0,
-                   "usage": (usage / P).round(3).tolist()}
-            usage, success = np.zeros(K), []
-
-
 def meta_train(cfg, family, rng, log=print, resume=None, save=None):
     """Learn φ: rounds of {sample tasks; reset θ; W warmup iterations; U joint iterations}.
 
@@ -750,16 +700,14 @@ def meta_train(cfg, family, rng, log=print, resume=None, save=None):
         history = resume["history"]
     t0, first = time.time(), len(history)
     steps_per_round = (cfg.warmup + cfg.joint) * M * E * cfg.steps
-    stagger = staggered_rounds(cfg, family, runner, subs, rng) if cfg.stagger else None
     for r in range(first, cfg.rounds):
-        rec = {"round": r + 1, "tasks": M, **(next(stagger) if stagger else meta_round(cfg, family, runner, subs, rng))}
+        rec = {"round": r + 1, "tasks": M, **meta_round(cfg, family, runner, subs, rng)}
         history.append(rec)
         elapsed = time.time() - t0
         done = r + 1 - first
         warm = rec["warmup_success"]
         log(f"round {r + 1:3d}/{cfg.rounds}  tasks {M}  warmup-success {warm if warm is not None else float('nan'):.2f}"
             f"  joint-success {rec['joint_success']:.2f}  usage {' '.join(f'{u:.2f}' for u in rec['usage'])}"
-
             f"  {done * steps_per_round / elapsed:,.0f} steps/s  elapsed {elapsed:.0f}s"
             f"  eta {elapsed / done * (cfg.rounds - r - 1):.0f}s")
         if save is not None:
@@ -1059,7 +1007,7 @@ def load_checkpoint(path, cfg, family, resume):
         raise ValueError(f"checkpoint {path} does not fit this run: {'; '.join(diffs)}. "
                          f"Give the flags it was trained with, or train anew without --load")
     opt = Adam(params, cfg.sub_lr)
-    opt.m, opt.v, opt.t = m, v, np.broadcast_to(t, opt.t.shape).copy()
+    opt.m, opt.v, opt.t = m, v, int(t)
     return {"subs": params, "opt": opt, "history": meta["history"], "rng": meta["rng"], "env_rng": meta["env_rng"]}
 
 
