@@ -107,7 +107,8 @@ PRESETS = {  # named settings; --env E uses preset E, and any flag given on the 
     "bandits": dict(env="bandits", subpolicies=2, macro=10, max_steps=50, warmup=5, joint=15, rounds=20,
                     sub_lr=3e-3, flat_lrs=(1e-2, 3e-2, 1e-1)),   # chosen over 10 meta-training seeds: RESULTS.md
     # the paper's Four Rooms (Sec. 6.3): fixed start, a random goal, T 100, N 25, K 4, W 20, U 30,
-    # about 2,000 steps per iteration per task (16 x 128), 2 x 64 networks
+    # about 2,000 steps per iteration per task (16 x 128), 2 x 64 networks; the sub-policy entropy
+    # and flat PPO's learning rates were chosen on validation goals (RESULTS.md)
     "paper": dict(env="fourrooms", subpolicies=4, macro=25, max_steps=100, warmup=20, joint=30, rounds=20,
                   steps=128, layers=2, sub_lr=3e-3, sub_ent=0.03, flat_lrs=(1e-3, 3e-3, 1e-2)),
 }
