@@ -99,7 +99,7 @@ class Config:
     flat_lrs: tuple = (3e-3, 1e-2, 3e-2, 1e-1)  # flat PPO learning rates tried; the best is reported
     # bookkeeping
     seed: int = 0                   # the one seed all randomness comes from
-    out: str = ""                   # folder for results, checkpoint, figures (default: runs/<env> beside mlsh.py)
+    out: str = ""                   # folder for results, checkpoint, figures (default: runs/<preset> beside mlsh.py)
 
 
 PRESETS = {  # named settings; --env E uses preset E, and any flag given on the command line wins
@@ -980,7 +980,7 @@ def load_checkpoint(path, cfg, family, resume):
     hierarchy's shape must. Returns what meta_train(resume=...) takes.
     """
     if not os.path.isfile(path):
-        raise ValueError(f"checkpoint {path}: no such file (a run writes runs/<env>/checkpoint.npz)")
+        raise ValueError(f"checkpoint {path}: no such file (a run writes runs/<preset>/checkpoint.npz)")
     with open(path, "rb") as f:
         if f.read(4) != b"PK\x03\x04":                      # every .npz is a zip file
             raise ValueError(f"checkpoint {path} is not a checkpoint (.npz) file: "

@@ -488,7 +488,7 @@ def parse(argv):
                "(python mlsh.py --help).")
     p.add_argument("--seeds", help="seeds to run: 0-9, 0,3,7 or both (0-4,9)")
     p.add_argument("--jobs", type=int, help="seeds run at a time (default: the cores this process may use)")
-    p.add_argument("--out", help="the sweep's folder; seed S runs in OUT/seed-S (default: runs/sweep-<env> "
+    p.add_argument("--out", help="the sweep's folder; seed S runs in OUT/seed-S (default: runs/sweep-<preset> "
                                  "beside mlsh.py; with --summarise, the folders' common parent)")
     p.add_argument("--summarise", nargs="+", metavar="DIR", help="no runs: summarise these finished run folders")
     p.add_argument("--grid", nargs="+", metavar="NAME=V1,V2", help="a sweep for every combination of these mlsh.py "
