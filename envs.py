@@ -1,9 +1,11 @@
 """Grid-maze task distributions for MLSH, in plain NumPy.
 
 Frans et al., "Meta Learning Shared Hierarchies" (ICLR 2018) test their method
-on distributions of related tasks. This file builds two of them on a grid:
+on distributions of related tasks. This file builds three of them on a grid:
 
     Four Rooms      Sutton's 13x13 maze; a task is a goal cell.
+    Room mazes      R x R rooms of 5 x 5 cells, one doorway between neighbours;
+                    a task is a goal cell. The bigger R, the longer the way.
     Moving Bandits  an open grid with two visible marks, redrawn every episode;
                     a task is which of the two marks pays.
 
@@ -53,6 +55,28 @@ FOUR_ROOMS = [  # Sutton, Precup & Singh (1999): 104 free cells, four doorways
 ]
 
 OPEN_8X8 = ["#" * 10] + ["#" + "." * 8 + "#"] * 8 + ["#" * 10]
+
+
+def room_maze(rooms, size=5):
+    """`rooms` x `rooms` square rooms of size x size free cells, walls one cell thick.
+
+    The rule, with no randomness: every two neighbouring rooms share one
+    doorway, in the middle of the wall between them, and the start 'S' is the
+    top-left cell of the top-left room. rooms = 2 is Four Rooms with its
+    doorways centred; rooms = 3 is 19 x 19 with 237 free cells.
+    """
+    step = size + 1                                   # a room and the wall after it
+    grid = np.full((rooms * step + 1, rooms * step + 1), WALL)
+    for i in range(rooms):
+        for j in range(rooms):
+            grid[1 + i * step:(i + 1) * step, 1 + j * step:(j + 1) * step] = FREE
+    middle = 1 + size // 2                            # a doorway's place along its wall
+    for i in range(rooms):
+        for j in range(1, rooms):
+            grid[i * step + middle, j * step] = FREE      # between rooms (i, j - 1) and (i, j)
+            grid[j * step, i * step + middle] = FREE      # between rooms (j - 1, i) and (j, i)
+    grid[1, 1] = START
+    return ["".join(row) for row in grid]
 
 
 # ---------------------------------------------------------------------------
@@ -538,6 +562,22 @@ class GoalTasks(TaskFamily):
         return GoalMaze(tasks, start=self.start, slip=self.slip, max_steps=self.max_steps, seed=seed, rows=self.rows)
 
 
+class RoomTasks(GoalTasks):
+    """Goal cells of an R x R room maze (`room_maze`), the start fixed in the top-left corner.
+
+    As GoalTasks, with the held-out goals at least 5 R moves from the start
+    (10 for R = 2, as in Four Rooms): the far goals, which a short random walk
+    from the start does not find, grow with the maze.
+    """
+
+    def __init__(self, rooms=3, start="S", slip=0.0, max_steps=112, n_test=16, split_seed=1234):
+        if not isinstance(rooms, (int, np.integer)) or rooms < 2:
+            raise ValueError(f"rooms is {rooms!r}; a room maze has at least 2 x 2 rooms")
+        self.rooms = int(rooms)
+        super().__init__(start, slip, max_steps, n_test, min_dist=5 * self.rooms, split_seed=split_seed,
+                         rows=room_maze(self.rooms))
+
+
 class BanditTasks(TaskFamily):
     """Moving Bandits. The two tasks (mark 0 pays, mark 1 pays) are used in every
     phase; what is held out is the layouts: the unordered pairs of mark cells
@@ -569,6 +609,12 @@ if __name__ == "__main__":
     env.reset()
     print(f"Four Rooms: {fr.maze.n_cells} free cells, {len(fr.train_tasks)} training goals, "
           f"{len(fr.test_tasks)} held-out goals")
+    print(env.render())
+    rt = RoomTasks(rooms=3)
+    env = rt.make([rt.test_tasks[0]], seed=0)
+    env.reset()
+    print(f"\nRoom maze, 3 x 3 rooms: {rt.maze.n_cells} free cells, {len(rt.train_tasks)} training goals, "
+          f"{len(rt.test_tasks)} held-out goals (at least {5 * rt.rooms} moves from the start)")
     print(env.render())
     bt = BanditTasks()
     env = bt.make([0], split="test", seed=0)

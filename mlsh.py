@@ -62,11 +62,12 @@ import envs  # noqa: E402
 @dataclass
 class Config:
     # environment
-    preset: str = "fourrooms"       # named settings (PRESETS): fourrooms, bandits or paper; --env picks its own
-    env: str = "fourrooms"          # task family: fourrooms | bandits
+    preset: str = "fourrooms"       # named settings (PRESETS): fourrooms, rooms, bandits or paper; --env picks its own
+    env: str = "fourrooms"          # task family: fourrooms | rooms | bandits
+    rooms: int = 3                  # rooms: R, a maze of R x R rooms (T and S follow R: rooms_budget)
     max_steps: int = 50             # T: episode step limit
     slip: float = 0.0               # chance that a move is replaced by one of the other three
-    random_start: bool = False      # fourrooms: start anywhere, not at the fixed cell 'S'
+    random_start: bool = False      # goal mazes: start anywhere, not at the fixed cell 'S'
     maze: str = ""                  # fourrooms: a maze file of your own instead (legend in envs.py)
     # hierarchy
     subpolicies: int = 4            # K: number of sub-policies
@@ -109,10 +110,19 @@ PRESETS = {  # named settings; --env E uses preset E, and any flag given on the 
     # the paper's Four Rooms (Sec. 6.3): fixed start, a random goal, T 100, N 25, K 4, W 20, U 30,
     # about 2,000 steps per iteration per task (16 x 128), 2 x 64 networks; the sub-policy entropy
     # and flat PPO's learning rates were chosen on validation goals (RESULTS.md)
+    # R x R rooms; T and S follow R by rooms_budget, N stays 5 (about the steps to cross a room)
+    "rooms": dict(env="rooms", rooms=3, subpolicies=4, macro=5, warmup=10, joint=20, rounds=20),
     "paper": dict(env="fourrooms", subpolicies=4, macro=25, max_steps=100, warmup=20, joint=30, rounds=20,
                   steps=128, layers=2, sub_lr=3e-3, sub_ent=0.03, flat_lrs=(1e-3, 3e-3, 1e-2)),
 }
-FAMILIES = ("fourrooms", "bandits")
+FAMILIES = ("fourrooms", "rooms", "bandits")
+
+
+def rooms_budget(rooms):
+    """The rooms preset's rule for T and S: T = 25 R^2 / 2 (Four Rooms' 50 at R = 2; it grows as the
+    maze's area, as the length of a walk that covers it does) and S the first multiple of 64 >= T."""
+    T = 25 * rooms * rooms // 2
+    return dict(max_steps=T, steps=64 * -(-T // 64))
 METHOD_NAMES = ("mlsh", "flat", "shared", "random_subs")
 
 
@@ -140,6 +150,8 @@ def check_config(cfg):
     if cfg.steps < cfg.max_steps:   # else an iteration may end no episode, and its score would read as 0
         problems.append(f"--steps {cfg.steps} is shorter than --max-steps {cfg.max_steps}; an iteration must be "
                         f"able to finish an episode: raise --steps")
+    if cfg.env == "rooms" and cfg.rooms < 2:
+        problems.append(f"--rooms is {cfg.rooms}; a room maze has at least 2 x 2 rooms")
     if cfg.env not in FAMILIES:
         problems.append(f"--env {cfg.env!r} is not a task family here; choose one of {', '.join(FAMILIES)}")
     if cfg.eval_split not in envs.TaskFamily.SPLITS:
@@ -154,6 +166,8 @@ def check_config(cfg):
 
 def make_family(cfg):
     """The task distribution the config names: goal cells of a maze, or Moving Bandits."""
+    if cfg.maze and cfg.env != "fourrooms":
+        raise ValueError(f"--maze makes goal tasks on your maze: use it with --env fourrooms, not {cfg.env}")
     if cfg.env == "fourrooms":
         goals = dict(start=None if cfg.random_start else "S", slip=cfg.slip, max_steps=cfg.max_steps)
         if not cfg.maze:
@@ -162,11 +176,12 @@ def make_family(cfg):
             return envs.GoalTasks(**goals, rows=envs.read_maze(cfg.maze))
         except (ValueError, OSError) as e:
             raise ValueError(f"maze file {cfg.maze}: {e.strerror if isinstance(e, OSError) else e}") from None
+    if cfg.env == "rooms":
+        return envs.RoomTasks(cfg.rooms, start=None if cfg.random_start else "S", slip=cfg.slip,
+                              max_steps=cfg.max_steps)
     if cfg.env == "bandits":
-        if cfg.maze:
-            raise ValueError("--maze makes goal tasks on your maze: use it with --env fourrooms")
         return envs.BanditTasks(slip=cfg.slip, max_steps=cfg.max_steps)
-    raise ValueError(f"unknown env {cfg.env!r}: choose fourrooms or bandits")
+    raise ValueError(f"unknown env {cfg.env!r}: choose one of {', '.join(FAMILIES)}")
 
 
 # ---------------------------------------------------------------------------
@@ -951,7 +966,7 @@ def bench(cfg, log=print):
 # ---------------------------------------------------------------------------
 
 SHAPE_FIELDS = ("env", "max_steps", "slip", "random_start", "subpolicies", "macro", "hidden", "layers")
-FREE_ON_RESUME = ("rounds", "eval_iters", "seeds", "flat_lrs", "out", "maze", "preset", "eval_split",
+FREE_ON_RESUME = ("rounds", "eval_iters", "seeds", "flat_lrs", "out", "maze", "rooms", "preset", "eval_split",
                   "methods")                                         # may differ when resuming
 
 
@@ -1245,7 +1260,10 @@ def parse_args(argv=None):
         p.error(f"--preset {preset} is for --env {PRESETS[preset]['env']}: leave out --env, or choose another preset")
     if opts.eval_only and not opts.load:
         p.error("--eval-only evaluates a trained checkpoint: give it with --load FILE")
-    values = {**PRESETS[preset], "preset": preset, **(QUICK if opts.quick else {}),
+    settings = dict(PRESETS[preset])
+    if settings["env"] == "rooms":                       # T and S follow the maze's size
+        settings.update(rooms_budget(args["rooms"] if args["rooms"] is not None else settings["rooms"]))
+    values = {**settings, "preset": preset, **(QUICK if opts.quick else {}),
               **{k: v for k, v in args.items() if v is not None}}
     for f in dataclasses.fields(Config):
         if isinstance(f.default, tuple) and f.name in values:
@@ -1313,8 +1331,9 @@ def main(argv=None):
         raise SystemExit(2)
     ckpt = os.path.join(out, "checkpoint.npz")
     t0 = time.time()
-    log(f"MLSH on {cfg.env}{' (' + cfg.maze + ')' if cfg.maze else ''}: K={cfg.subpolicies} sub-policies, "
-        f"N={cfg.macro}, W={cfg.warmup}, U={cfg.joint}, {cfg.rounds} rounds of {cfg.tasks} tasks side by side; "
+    where = f" ({cfg.maze})" if cfg.maze else f" ({cfg.rooms} x {cfg.rooms})" if cfg.env == "rooms" else ""
+    log(f"MLSH on {cfg.env}{where}: K={cfg.subpolicies} sub-policies, "
+        f"N={cfg.macro}, T={cfg.max_steps}, S={cfg.steps}, W={cfg.warmup}, U={cfg.joint}, {cfg.rounds} rounds of {cfg.tasks} tasks side by side; "
         f"held-out tasks: {len(family.held_out(cfg.eval_split))} ({cfg.eval_split})")
     if opts.eval_only:
         subs = Net.from_params(resume["subs"], cfg.sub_lr, name="sub-policies")
