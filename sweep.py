@@ -270,8 +270,9 @@ def interval(x, rng):
 
 def summary(rows):
     """Over the seeds that finished: how often MLSH's interval lies above flat's and every baseline's,
-    and the mean over seeds of MLSH's AUC minus flat's with a 95% bootstrap interval over seeds.
-    What needs a method that was not evaluated (--methods) is None."""
+    the mean over seeds of MLSH's AUC minus flat's with a 95% bootstrap interval over seeds, the ratio of
+    their mean AUCs (the gap), and on how many seeds MLSH scored at least twice flat with the intervals
+    apart. What needs a method that was not evaluated (--methods) is None."""
     ok = [r for r in rows if "error" not in r]
     if not ok:
         return {"n": 0, "failed": len(rows)}
@@ -279,7 +280,7 @@ def summary(rows):
     low = lambda r, m: r["methods"][m]["auc_ci"][0]
     high = lambda r, m: r["methods"][m]["auc_ci"][1]
     s = {"n": len(ok), "failed": len(rows) - len(ok), "above_flat": None, "above_all": None,
-         "mean_diff": None, "mean_diff_ci": None,
+         "mean_diff": None, "mean_diff_ci": None, "ratio": None, "twice_flat": None,
          "mean_auc": {m: float(np.mean([r["methods"][m]["auc"] for r in ok])) for m in have},
          "mean_success_auc": {m: float(np.mean([r["methods"][m]["success_auc"] for r in ok]))
                               if all(r["methods"][m]["success_auc"] is not None for r in ok) else None
@@ -288,6 +289,10 @@ def summary(rows):
         diff = [r["methods"]["mlsh"]["auc"] - r["methods"]["flat"]["auc"] for r in ok]
         s["mean_diff"], s["mean_diff_ci"] = interval(diff, np.random.default_rng(0))
         s["above_flat"] = sum(low(r, "mlsh") > high(r, "flat") for r in ok)
+        auc = lambda r, m: r["methods"][m]["auc"]
+        s["twice_flat"] = sum(low(r, "mlsh") > high(r, "flat") and auc(r, "mlsh") >= 2 * auc(r, "flat") for r in ok)
+        if s["mean_auc"]["flat"] > 0:
+            s["ratio"] = s["mean_auc"]["mlsh"] / s["mean_auc"]["flat"]
     if "mlsh" in have and len(have) > 1:
         s["above_all"] = sum(low(r, "mlsh") > max(high(r, m) for m in have if m != "mlsh") for r in ok)
     return s
@@ -304,6 +309,15 @@ def summary_line(s):
             f"baseline's on {s['above_all']}; MLSH AUC minus flat's {s['mean_diff']:+.3f} "
             f"[{s['mean_diff_ci'][0]:+.3f}, {s['mean_diff_ci'][1]:+.3f}] (mean over seeds, 95% bootstrap "
             f"interval); mean AUC MLSH {s['mean_auc']['mlsh']:.3f}, flat {s['mean_auc']['flat']:.3f}{failed}")
+
+
+def ratio_line(s):
+    """The gap, in one line (empty without MLSH and flat PPO)."""
+    if s.get("twice_flat") is None:
+        return ""
+    ratio = "flat's mean AUC is 0" if s["ratio"] is None else f"{s['ratio']:.2f}"
+    return (f"MLSH / flat PPO (ratio of the mean AUCs): {ratio}; MLSH at least twice flat PPO with the "
+            f"intervals apart on {s['twice_flat']} of {s['n']} seeds\n")
 
 
 def table(rows, s):
@@ -334,7 +348,7 @@ def table(rows, s):
         mean, succ = s["mean_auc"], s["mean_success_auc"]
         lines.append("| mean | " + " | ".join(f"{mean[n]:.3f}" if n in mean else "-" for n in METHODS) + " | "
                      + " / ".join(frac(succ.get(n)) for n in ("mlsh", "flat")) + " | | |")
-    return "\n".join(lines) + "\n\n" + summary_line(s) + "\n"
+    return "\n".join(lines) + "\n\n" + summary_line(s) + "\n" + ratio_line(s)
 
 
 def plot(path, rows, title):
@@ -407,31 +421,36 @@ def gather(folders):
 
 
 def write_grid(out, grid, cells, runs, flags, log=print):
-    """grid.json, grid.md and grid.png: per cell, MLSH's and flat PPO's mean AUC over the seeds with 95%
-    bootstrap intervals over seeds, their difference, and on how many seeds MLSH's interval lay above flat's."""
+    """grid.json, grid.md and grid.png: per cell, every method's mean AUC over the seeds with 95% bootstrap
+    intervals over seeds, MLSH's difference from flat PPO and its ratio to it, and on how many seeds MLSH's
+    interval lay above flat's."""
     rng = np.random.default_rng(0)
     table = []
     for (label, _, _, folder), r in zip(cells, runs):
         rows = [row(s, r[s]) for s in sorted(r)]
         ok = [x for x in rows if "error" not in x]
         auc = {m: interval([x["methods"][m]["auc"] for x in ok], rng) if ok and m in ok[0]["methods"] else None
-               for m in ("mlsh", "flat")}
-        table.append({"values": dict(v.split("=") for v in label.split()), "folder": folder, "mlsh": auc["mlsh"],
-                      "flat": auc["flat"], "summary": summary(rows)})
+               for m in METHODS}
+        table.append({"values": dict(v.split("=") for v in label.split()), "folder": folder, **auc,
+                      "summary": summary(rows)})
     mlsh.write_json(os.path.join(out, "grid.json"), {"flags": flags, "grid": grid, "cells": table})
     names = [name for name, _ in grid]
+    shown = [m for m in METHODS if any(c[m] is not None for c in table)]
     show = lambda a: "-" if a is None else f"{a[0]:.3f} [{a[1][0]:.3f}, {a[1][1]:.3f}]"
     lines = [f"`python mlsh.py {shlex.join(flags)} --seed S` over " + ", ".join(f"--{n} {' / '.join(v)}" for n, v in grid),
-             "", "| " + " | ".join(names) + " | MLSH | flat PPO | MLSH minus flat | MLSH above flat |",
-             "|" + " --- |" * (len(names) + 4)]
+             "", "| " + " | ".join(names + [LABELS[m] for m in shown]) + " | MLSH minus flat | MLSH / flat "
+             "| MLSH above flat | at least twice flat |", "|" + " --- |" * (len(names) + len(shown) + 4)]
     for c in table:
         s = c["summary"]
         diff = "-" if s.get("mean_diff") is None else \
             f"{s['mean_diff']:+.3f} [{s['mean_diff_ci'][0]:+.3f}, {s['mean_diff_ci'][1]:+.3f}]"
-        above = "-" if s.get("above_flat") is None else f"{s['above_flat']} of {s['n']}"
-        lines.append("| " + " | ".join(c["values"][n] for n in names) + f" | {show(c['mlsh'])} | {show(c['flat'])} | "
-                     f"{diff} | {above} |")
-    text = "\n".join(lines) + "\n\nAUC: mean over meta-training seeds, 95% bootstrap interval over seeds.\n"
+        ratio = "-" if s.get("ratio") is None else f"{s['ratio']:.2f}"
+        count = lambda k: "-" if s.get(k) is None else f"{s[k]} of {s['n']}"
+        lines.append("| " + " | ".join([c["values"][n] for n in names] + [show(c[m]) for m in shown])
+                     + f" | {diff} | {ratio} | {count('above_flat')} | {count('twice_flat')} |")
+    text = ("\n".join(lines) + "\n\nAUC: mean over meta-training seeds, 95% bootstrap interval over seeds. "
+            "MLSH / flat: the ratio of the mean AUCs. At least twice flat: seeds on which MLSH's AUC was at least "
+            "twice flat PPO's and its interval lay above flat's.\n")
     tmp = os.path.join(out, "grid.md.tmp")
     with open(tmp, "w") as f:
         f.write(text)
@@ -443,7 +462,7 @@ def write_grid(out, grid, cells, runs, flags, log=print):
 
 
 def plot_grid(path, grid, table, title):
-    """MLSH's and flat PPO's AUC over the grid: one panel per value of the first name (if two), the other
+    """Every method's AUC over the grid: one panel per value of the first name (if two), the other
     along the x axis; mean over seeds with its 95% interval."""
     import matplotlib
     matplotlib.use("Agg")
@@ -454,14 +473,14 @@ def plot_grid(path, grid, table, title):
     for ax, ov in zip(axes[0], outer_values):
         cells = [c for c in table if outer is None or c["values"][outer] == ov]
         x = np.arange(len(cells))
-        for i, (m, label) in enumerate([("mlsh", "MLSH"), ("flat", "flat PPO")]):
+        for i, m in enumerate(METHODS):
             have = [(j, c[m]) for j, c in zip(x, cells) if c[m] is not None]
             if have:
                 j, a = zip(*have)
                 mean = np.array([v[0] for v in a])
                 err = np.abs(np.array([v[1] for v in a]).T - mean)
-                ax.errorbar(np.array(j) + (i - 0.5) * 0.12, mean, yerr=err, fmt="o-", color=f"C{i}", capsize=3,
-                            label=label)
+                ax.errorbar(np.array(j) + (i - 1.5) * 0.06, mean, yerr=err, fmt="o-", color=f"C{i}", capsize=3,
+                            label=LABELS[m])
         ax.set(xticks=x, xticklabels=[c["values"][inner] for c in cells], xlabel=f"--{inner}", ylim=(0, 1.02),
                title=f"--{outer} {ov}" if outer else "")
     axes[0][0].set_ylabel("AUC on held-out tasks (mean over seeds, 95% interval)")

@@ -242,10 +242,48 @@ def test_four_rooms_layout():
     m = envs.Maze(envs.FOUR_ROOMS)
     assert m.n_cells == 104
     assert (m.dist >= 0).all()                    # one connected maze
-    # four doorways: free cells with walls on two opposite sides, joining two rooms
-    doors = [c for c in range(m.n_cells)
-             if (m.next_cell[c, 0] == c and m.next_cell[c, 2] == c) or (m.next_cell[c, 1] == c and m.next_cell[c, 3] == c)]
-    assert len(doors) == 4
+    assert len(_doorways(m)) == 4                 # free cells joining two rooms
+
+
+def _doorways(m):
+    """Free cells with walls on two opposite sides."""
+    return [c for c in range(m.n_cells)
+            if (m.next_cell[c, 0] == c and m.next_cell[c, 2] == c) or (m.next_cell[c, 1] == c and m.next_cell[c, 3] == c)]
+
+
+@pytest.mark.parametrize("R", [2, 3, 4])
+def test_room_mazes_have_a_centred_doorway_between_every_two_neighbours(R):
+    m = envs.Maze(envs.room_maze(R))
+    assert (m.height, m.width) == (6 * R + 1, 6 * R + 1) and (m.dist >= 0).all()
+    doors = _doorways(m)
+    assert m.n_cells == 25 * R * R + len(doors) and len(doors) == 2 * R * (R - 1)
+    for c in doors:
+        r, col = m.cells[c]
+        assert (r % 6, col % 6) in [(3, 0), (0, 3)]         # in the middle of a wall between two rooms
+    assert m.start == 0 and tuple(m.cells[0]) == (1, 1)
+    if R == 2:                                              # as Four Rooms: 104 cells, four doorways
+        assert m.n_cells == 104 and len(doors) == 4
+
+
+def test_room_tasks_hold_out_goals_far_from_the_corner():
+    for R in (2, 3, 4):
+        fam = envs.RoomTasks(R)
+        train, val, test = set(fam.train_tasks), set(fam.val_tasks), set(fam.test_tasks)
+        assert not train & test and not train & val and not val & test and len(test) == len(val) == 16
+        for held in (fam.test_tasks, fam.val_tasks):
+            assert (fam.maze.dist[fam.maze.start, held] >= 5 * R).all()
+        assert (fam.maze.dist[fam.maze.start, fam.train_tasks] < 5 * R).any()   # near goals stay for training
+    with pytest.raises(ValueError, match="at least 2 x 2 rooms"):
+        envs.RoomTasks(1)
+
+
+def test_rooms_preset_scales_the_episode_with_the_maze():
+    for R, T, S in [(2, 50, 64), (3, 112, 128), (4, 200, 256), (5, 312, 320)]:
+        cfg, _ = mlsh.parse_args(["--env", "rooms", "--rooms", str(R)])
+        assert (cfg.preset, cfg.rooms, cfg.max_steps, cfg.steps, cfg.macro) == ("rooms", R, T, S, 5)
+        assert mlsh.make_family(cfg).maze.n_cells == envs.RoomTasks(R).maze.n_cells
+    cfg, _ = mlsh.parse_args(["--env", "rooms", "--rooms", "4", "--max-steps", "100"])
+    assert (cfg.max_steps, cfg.steps) == (100, 256)            # a flag given wins over the rule
 
 
 def test_bfs_distances_match_a_plain_breadth_first_search():
@@ -643,6 +681,8 @@ def test_a_maze_file_that_is_not_text_is_refused(tmp_path):
     (["--methods", "mlsh", "ppo"], "--methods mlsh ppo: choose one or more of mlsh, flat, shared, random_subs"),
     (["--methods", "shared"], "shared needs flat too"),
     (["--eval-split", "train"], "--eval-split 'train': choose test or validation"),
+    (["--env", "rooms", "--rooms", "1"], "--rooms is 1; a room maze has at least 2 x 2 rooms"),
+    (["--env", "rooms", "--maze", "mazes/example.txt"], "use it with --env fourrooms, not rooms"),
 ])
 def test_bad_flags_are_refused_before_training(capsys, flags, expected):
     with pytest.raises(SystemExit) as e:
@@ -736,6 +776,8 @@ def test_environments_pass_the_conformance_check():
     envs.check_env(envs.SingleEnv(envs.GoalMaze(tasks=[50], seed=0)))
     envs.check_env(envs.SingleEnv(envs.GoalMaze(tasks=[50], start=None, slip=1 / 3, seed=0)))
     envs.check_env(envs.SingleEnv(envs.BanditTasks().make([1], "test", seed=0)))
+    rooms = envs.RoomTasks(3)
+    envs.check_env(envs.SingleEnv(rooms.make(rooms.test_tasks[:1], "test", seed=0)))
 
 
 def test_the_conformance_check_can_fail(monkeypatch):
@@ -852,6 +894,10 @@ def test_summary_counts_intervals_and_bootstraps_the_difference_over_seeds():
     text = sweep.table(rows, s)
     assert "| 0 | **0.700 [0.600, 0.800]** |" in text and "| 2 | 0.500 [0.400, 0.600] |" in text
     assert "| 3 | failed: exit code 2" in text and "1 seed(s) failed" in text
+    assert s["ratio"] == pytest.approx((0.7 + 0.7 + 0.5) / 3 / 0.4) and s["twice_flat"] == 0
+    twice = sweep.summary([run(0, [0.8, 0.9], [0.3, 0.5], [0.1, 0.2]), run(1, [0.6, 0.9], [0.3, 0.5], [0.1, 0.2])])
+    assert twice["twice_flat"] == 1                        # 0.85 >= 2 x 0.4; 0.75 is not
+    assert "at least twice flat PPO with the intervals apart on 1 of 2 seeds" in sweep.table(rows[:1], twice)
 
 
 def test_seed_lists():
