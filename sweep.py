@@ -81,10 +81,13 @@ def differences(a, b):
 def flags_of(config):
     """The mlsh.py flags that give `config` (what differs from its env's defaults), seed and folder left out."""
     config = settings(config)
-    default = settings(dataclasses.asdict(mlsh.Config(**mlsh.PRESETS[config["env"]])))
-    flags = [] if config["env"] == mlsh.Config.env else ["--env", config["env"]]
+    preset = config["preset"] if mlsh.PRESETS.get(config["preset"], {}).get("env") == config["env"] else config["env"]
+    flags = [] if preset == mlsh.Config.preset else ["--env", preset] if preset == config["env"] else ["--preset", preset]
+    if config["env"] == "rooms" and config["rooms"] != mlsh.PRESETS[preset]["rooms"]:
+        flags += ["--rooms", str(config["rooms"])]               # before the rest: T and S follow it
+    default = settings(dataclasses.asdict(mlsh.parse_args(flags)[0]))
     for k, v in config.items():
-        if k == "env" or v == default.get(k):
+        if k in ("env", "preset", "rooms") or v == default.get(k):
             continue
         flag = "--" + k.replace("_", "-")
         flags += [flag] if v is True else [flag, *map(str, v)] if isinstance(v, list) else [flag, str(v)]
@@ -255,8 +258,12 @@ def row(seed, res):
     if "flat" in methods:
         methods["flat"]["lr"] = res["methods"]["flat"]["lr"]
     reached = res.get("reach") or {}
+    history = res.get("meta_training") or [{}]
     return {"seed": seed, "methods": methods, "best_alone": res["skills_alone"]["best_per_task"],
-            "best_master": reached.get("best_score", {}).get("mean")}
+            "best_master": reached.get("best_score", {}).get("mean"),
+            "random_master_meets": reached.get("master_visit", {}).get("mean"),
+            "random_walk_meets": reached.get("walk_visit", {}).get("mean"),
+            "meta_success": [history[0].get("joint_success"), history[-1].get("joint_success")]}
 
 
 def interval(x, rng):
@@ -323,7 +330,8 @@ def ratio_line(s):
 def table(rows, s):
     """The per-seed markdown table: bold where MLSH's interval lies above flat's."""
     head = ("| seed | MLSH | flat PPO (lr) | shared | random subs | success AUC MLSH / flat | best sub-policy alone "
-            "| best master's score |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+            "| best master's score | a random master / walk meets the goal | meta-training success, first / last "
+            "round |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     lines = [head]
     frac = lambda x: "-" if x is None else f"{x:.2f}"
 
@@ -338,16 +346,18 @@ def table(rows, s):
 
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['seed']} | failed: {r['error']} | | | | | | |")
+            lines.append(f"| {r['seed']} | failed: {r['error']} | | | | | | | | |")
             continue
         m = r["methods"]
         success = " / ".join(frac(m[n]["success_auc"] if n in m else None) for n in ("mlsh", "flat"))
+        meets = " / ".join(frac(r.get(k)) for k in ("random_master_meets", "random_walk_meets"))
+        meta = " / ".join(frac(x) for x in r.get("meta_success", [None, None]))
         lines.append(f"| {r['seed']} | " + " | ".join(cell(m, n) for n in METHODS) + f" | {success} | "
-                     f"{r['best_alone']:.2f} | {frac(r.get('best_master'))} |")
+                     f"{r['best_alone']:.2f} | {frac(r.get('best_master'))} | {meets} | {meta} |")
     if s["n"]:
         mean, succ = s["mean_auc"], s["mean_success_auc"]
         lines.append("| mean | " + " | ".join(f"{mean[n]:.3f}" if n in mean else "-" for n in METHODS) + " | "
-                     + " / ".join(frac(succ.get(n)) for n in ("mlsh", "flat")) + " | | |")
+                     + " / ".join(frac(succ.get(n)) for n in ("mlsh", "flat")) + " | | | | |")
     return "\n".join(lines) + "\n\n" + summary_line(s) + "\n" + ratio_line(s)
 
 

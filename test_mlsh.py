@@ -900,6 +900,20 @@ def test_summary_counts_intervals_and_bootstraps_the_difference_over_seeds():
     assert "at least twice flat PPO with the intervals apart on 1 of 2 seeds" in sweep.table(rows[:1], twice)
 
 
+@pytest.mark.parametrize("argv, flags", [
+    ([], []),
+    (["--env", "rooms", "--rooms", "4", "--random-start"], ["--env", "rooms", "--rooms", "4", "--random-start"]),
+    (["--preset", "rooms", "--rooms", "2", "--max-steps", "60"], ["--env", "rooms", "--rooms", "2", "--max-steps", "60"]),
+    (["--env", "bandits", "--macro", "1"], ["--env", "bandits", "--macro", "1"]),
+    (["--preset", "paper", "--sub-ent", "0.1"], ["--preset", "paper", "--sub-ent", "0.1"]),
+])
+def test_the_flags_a_sweep_prints_give_its_settings_back(argv, flags):
+    import sweep
+    config = dataclasses.asdict(mlsh.parse_args(argv)[0])
+    assert sweep.flags_of(config) == flags           # only what differs from the preset (T and S follow --rooms)
+    assert sweep.settings(dataclasses.asdict(mlsh.parse_args(flags)[0])) == sweep.settings(config)
+
+
 def test_seed_lists():
     import sweep
     assert sweep.parse_seeds("0-9") == list(range(10))
