@@ -567,15 +567,23 @@ class RoomTasks(GoalTasks):
 
     As GoalTasks, with the held-out goals at least 5 R moves from the start
     (10 for R = 2, as in Four Rooms): the far goals, which a short random walk
-    from the start does not find, grow with the maze.
+    from the start does not find, grow with the maze. max_steps defaults to
+    `horizon(R)`.
     """
 
-    def __init__(self, rooms=3, start="S", slip=0.0, max_steps=112, n_test=16, split_seed=1234):
+    @staticmethod
+    def horizon(rooms):
+        """The episode limit that grows with the maze: T = 25 R^2 / 2, rounded down (50, 112, 200 for
+        R = 2, 3, 4). It grows as the maze's area, as the length of a walk that covers the maze does;
+        at R = 2 it is Four Rooms' 50."""
+        return 25 * rooms * rooms // 2
+
+    def __init__(self, rooms=3, start="S", slip=0.0, max_steps=None, n_test=16, split_seed=1234):
         if not isinstance(rooms, (int, np.integer)) or rooms < 2:
             raise ValueError(f"rooms is {rooms!r}; a room maze has at least 2 x 2 rooms")
         self.rooms = int(rooms)
-        super().__init__(start, slip, max_steps, n_test, min_dist=5 * self.rooms, split_seed=split_seed,
-                         rows=room_maze(self.rooms))
+        super().__init__(start, slip, self.horizon(self.rooms) if max_steps is None else max_steps, n_test,
+                         min_dist=5 * self.rooms, split_seed=split_seed, rows=room_maze(self.rooms))
 
 
 class BanditTasks(TaskFamily):
@@ -614,7 +622,8 @@ if __name__ == "__main__":
     env = rt.make([rt.test_tasks[0]], seed=0)
     env.reset()
     print(f"\nRoom maze, 3 x 3 rooms: {rt.maze.n_cells} free cells, {len(rt.train_tasks)} training goals, "
-          f"{len(rt.test_tasks)} held-out goals (at least {5 * rt.rooms} moves from the start)")
+          f"{len(rt.test_tasks)} held-out goals (at least {5 * rt.rooms} moves from the start); "
+          f"episodes of at most {rt.max_steps} steps")
     print(env.render())
     bt = BanditTasks()
     env = bt.make([0], split="test", seed=0)

@@ -16,6 +16,7 @@ measure is how fast its return rises. Run it:
 
     python mlsh.py                  # Four Rooms: meta-train, evaluate, table
     python mlsh.py --env bandits    # Moving Bandits
+    python mlsh.py --env rooms      # a maze of 3 x 3 rooms (--rooms R for R x R): where skills pay most
     python mlsh.py --quick          # a tiny budget, for a smoke test
     python mlsh.py --bench          # rollout and update speed
 
@@ -110,22 +111,22 @@ PRESETS = {  # named settings; --env E uses preset E, and any flag given on the 
     # the paper's Four Rooms (Sec. 6.3): fixed start, a random goal, T 100, N 25, K 4, W 20, U 30,
     # about 2,000 steps per iteration per task (16 x 128), 2 x 64 networks; the sub-policy entropy
     # and flat PPO's learning rates were chosen on validation goals (RESULTS.md)
-    # R x R rooms; T and S follow R by rooms_budget, N stays 5 (about the steps to cross a room);
-    # flat PPO's rates bracket its best on validation goals at R = 3 (RESULTS.md)
-    "rooms": dict(env="rooms", rooms=3, subpolicies=4, macro=5, warmup=10, joint=20, rounds=20,
-                  flat_lrs=(1e-3, 3e-3, 1e-2, 3e-2)),
     "paper": dict(env="fourrooms", subpolicies=4, macro=25, max_steps=100, warmup=20, joint=30, rounds=20,
                   steps=128, layers=2, sub_lr=3e-3, sub_ent=0.03, flat_lrs=(1e-3, 3e-3, 1e-2)),
+    # R x R rooms, Four Rooms' settings; T and S follow R (rooms_budget), N stays 5, about the steps
+    # to cross a room; flat PPO's rates bracket its best on validation goals at R = 3 (RESULTS.md)
+    "rooms": dict(env="rooms", rooms=3, subpolicies=4, macro=5, warmup=10, joint=20, rounds=20,
+                  flat_lrs=(1e-3, 3e-3, 1e-2, 3e-2)),
 }
 FAMILIES = ("fourrooms", "rooms", "bandits")
+METHOD_NAMES = ("mlsh", "flat", "shared", "random_subs")
 
 
 def rooms_budget(rooms):
-    """The rooms preset's rule for T and S: T = 25 R^2 / 2 (Four Rooms' 50 at R = 2; it grows as the
-    maze's area, as the length of a walk that covers it does) and S the first multiple of 64 >= T."""
-    T = 25 * rooms * rooms // 2
+    """The rooms preset's T and S for R x R rooms: T by envs.RoomTasks.horizon (25 R^2 / 2), S the
+    first multiple of 64 that holds a whole episode."""
+    T = envs.RoomTasks.horizon(rooms)
     return dict(max_steps=T, steps=64 * -(-T // 64))
-METHOD_NAMES = ("mlsh", "flat", "shared", "random_subs")
 
 
 def check_config(cfg):
@@ -1334,8 +1335,8 @@ def main(argv=None):
     ckpt = os.path.join(out, "checkpoint.npz")
     t0 = time.time()
     where = f" ({cfg.maze})" if cfg.maze else f" ({cfg.rooms} x {cfg.rooms})" if cfg.env == "rooms" else ""
-    log(f"MLSH on {cfg.env}{where}: K={cfg.subpolicies} sub-policies, "
-        f"N={cfg.macro}, T={cfg.max_steps}, S={cfg.steps}, W={cfg.warmup}, U={cfg.joint}, {cfg.rounds} rounds of {cfg.tasks} tasks side by side; "
+    log(f"MLSH on {cfg.env}{where}: K={cfg.subpolicies} sub-policies, N={cfg.macro}, T={cfg.max_steps}, "
+        f"S={cfg.steps}, W={cfg.warmup}, U={cfg.joint}, {cfg.rounds} rounds of {cfg.tasks} tasks side by side; "
         f"held-out tasks: {len(family.held_out(cfg.eval_split))} ({cfg.eval_split})")
     if opts.eval_only:
         subs = Net.from_params(resume["subs"], cfg.sub_lr, name="sub-policies")
