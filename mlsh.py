@@ -65,7 +65,7 @@ class Config:
     # environment
     preset: str = "fourrooms"       # named settings (PRESETS): fourrooms, rooms, bandits or paper; --env picks its own
     env: str = "fourrooms"          # task family: fourrooms | rooms | bandits
-    rooms: int = 3                  # rooms: R, a maze of R x R rooms (T and S follow R: rooms_budget)
+    rooms: int = 3                  # rooms: R, a maze of R x R rooms; unless given, T = 25 R^2 / 2 and S >= T
     max_steps: int = 50             # T: episode step limit
     slip: float = 0.0               # chance that a move is replaced by one of the other three
     random_start: bool = False      # goal mazes: start anywhere, not at the fixed cell 'S'
