@@ -180,8 +180,10 @@ def start(seed, flags, extra, out):
     cmd = [sys.executable, MLSH, *flags, "--seed", str(seed), "--out", folder, *extra]
     log.write(f"$ {shlex.join(cmd)}\n")
     log.flush()
-    # a session of its own: Ctrl-C reaches the sweep only, which then stops the workers itself
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # a session of its own: Ctrl-C reaches the sweep only, which then stops the workers itself; and
+    # Ctrl-C's default restored, since a sweep started in the background by a script ignores it
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return proc, log, folder
 
 
@@ -569,5 +571,11 @@ def main(argv=None):
         raise SystemExit(1)
 
 
+def stop(signum, frame):
+    """SIGTERM (kill PID) stops a sweep as Ctrl-C does, also one started in the background, which ignores Ctrl-C."""
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, stop)
     main()

@@ -930,19 +930,24 @@ def test_a_failed_seed_is_a_row_and_the_others_go_on(tmp_path):
     assert "| 0 | failed: exit code 2: mlsh: meta-training stopped" in out
 
 
-def test_ctrl_c_keeps_finished_seeds_and_says_how_to_carry_on(tmp_path):
+@pytest.mark.parametrize("how", ["ctrl-c", "kill in the background"])
+def test_ctrl_c_keeps_finished_seeds_and_says_how_to_carry_on(tmp_path, how):
     argv = ["--seeds", "0-1", "--jobs", "1", *QUICK_SWEEP, "--env", "bandits", "--rounds", "30", "--out", str(tmp_path)]
+    # a shell starts a background job with Ctrl-C ignored; kill (SIGTERM) must still stop it, workers included
+    background = how != "ctrl-c"
     p = subprocess.Popen([sys.executable, "sweep.py", *argv], cwd=Path(__file__).resolve().parent,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if background else None)
     while not (tmp_path / "seed-0" / "results.json").exists() and p.poll() is None:
         time.sleep(0.05)
-    while not (tmp_path / "seed-1" / "log.txt").exists() and p.poll() is None:
+    while not (tmp_path / "seed-1" / "checkpoint.npz").exists() and p.poll() is None:
         time.sleep(0.05)
-    p.send_signal(signal.SIGINT)                 # seed 1 has just started: it takes several seconds
+    p.send_signal(signal.SIGTERM if background else signal.SIGINT)   # seed 1 is in round 2 of 30: seconds to go
     out = p.communicate(timeout=120)[0]
     assert p.returncode == 130, out
     assert "interrupted: 1 of 2 seeds are finished" in out and "carry on with: python sweep.py --seeds 0-1" in out
     assert not (tmp_path / "seed-1" / "results.json").exists()
+    assert "interrupted: the last complete round is saved" in (tmp_path / "seed-1" / "log.txt").read_text()
     code, out, err = _sweep(*argv)
     assert code == 0, out + err
     assert "seed 0: already done" in out and "1 of 2 seeds to run" in out
