@@ -219,6 +219,13 @@ def test_group_and_by_learner_round_trip():
         assert np.allclose(g[k][valid[k]], x[key == k])
     y = rng.standard_normal((5, 6, 2))           # S=5 steps, n=6 copies, 3 learners
     assert np.allclose(mlsh.from_learner(mlsh.by_learner(y, 3), 5), y)
+    # rows already sorted into equal groups (a flat learner's) take the reshape; a fourth, empty group
+    # sends the same rows down the general path, which must agree with it
+    key, x = np.repeat(np.arange(3), 4), rng.standard_normal((12, 2))
+    (fast, none), valid = mlsh.group(key, 3, x, None)
+    (general,), valid4 = mlsh.group(key, 4, x)
+    assert none is None and valid.all() and fast.shape == (3, 4, 2) and np.shares_memory(fast, x)
+    assert np.array_equal(general[:3], fast) and valid4[:3].all() and not valid4[3].any()
 
 
 # ---------------------------------------------------------------------------
