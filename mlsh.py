@@ -12,26 +12,30 @@ the distribution quickly:
         U joint iterations:  PPO on θ and on φ                (cfg.joint)
 
 At test time φ is frozen and a fresh θ is trained on held-out tasks; the
-measure is how fast its return rises. Run it:
+measure is how fast its return rises. Run `python mlsh.py` (Four Rooms:
+meta-train, evaluate, print a table), with `--env bandits` or `--env rooms`
+for the other task families, `--quick` for a smoke test, `--help` for the rest.
 
-    python mlsh.py                  # Four Rooms: meta-train, evaluate, table
-    python mlsh.py --env bandits    # Moving Bandits
-    python mlsh.py --env rooms      # a maze of 3 x 3 rooms (--rooms R for R x R): where skills pay most
-    python mlsh.py --quick          # a tiny budget, for a smoke test
-    python mlsh.py --bench          # rollout and update speed
+The algorithm comes first, whole, top to bottom: settings -> tiny MLPs and
+their backprop -> GAE -> PPO -> the agent and its rollout -> the master's and
+the sub-policies' updates -> meta-training -> fine-tuning on held-out tasks.
+After the banner PLUMBING comes what only checks flags, measures, saves,
+prints or draws. The algorithm never calls it.
 
-Read it top to bottom; the story runs config -> tiny MLPs and their
-backprop -> GAE -> PPO -> the agent and its rollout -> the master's and the
-sub-policies' updates -> meta-training -> evaluation. Everything after that
-(benchmark, checkpoints, pictures, command line) is plumbing, labelled as such.
-
-Names used below
-    G        a stack of independent networks evaluated in one batched matmul
-             (M masters, or K sub-policies)
-    M, E     tasks side by side, env copies per task; n = M * E copies
+Names
+    G        networks in one stack, run as one batched matmul (M masters, or K sub-policies)
+    M, E     learners (tasks) side by side, env copies per learner; n = M * E copies
     S        rollout steps per copy per iteration
+    J        decisions of the master in one copy's rollout
     D, A, K  observation size, primitive actions, sub-policies
     W0, b0.. weights of layer 0.. ; h hidden activations ; dW0 their gradients
+
+Array layouts (the section "Rows and networks" converts between them)
+    (S, n, ...)     a rollout: step t of env copy i; copy i belongs to learner i // E
+    (J, n)          the master's decisions: the j-th decision of copy i
+    (M, S * E, ...) by learner: each learner's steps together, for its own network
+    (rows, ...)     flat rows, and a key naming the network each row trains
+    (G, B, ...)     rows grouped by network, zero-padded to B; valid (G, B) marks real rows
 """
 import argparse
 import dataclasses
@@ -44,28 +48,24 @@ import time
 import zlib
 from dataclasses import dataclass
 
-# The matrices here are small: BLAS threads cost more than they give, and
-# several runs side by side would fight over the cores. One thread each.
+# Small matrices: BLAS threads cost more than they give, and runs side by side fight over cores.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import numpy as np  # noqa: E402 (after the thread settings, which must come first)
-from scipy.signal import lfilter  # noqa: E402
 from scipy.stats import bootstrap  # noqa: E402
 
 import envs  # noqa: E402
 
 
-# ---------------------------------------------------------------------------
-# Configuration
-# ---------------------------------------------------------------------------
+# ---- Settings ---------------------------------------------------------------
 
 @dataclass
 class Config:
     # environment
-    preset: str = "fourrooms"       # named settings (PRESETS): fourrooms, rooms, bandits or paper; --env picks its own
+    preset: str = "fourrooms"       # named settings (PRESETS): fourrooms, rooms, bandits, paper
     env: str = "fourrooms"          # task family: fourrooms | rooms | bandits
-    rooms: int = 3                  # rooms: R, a maze of R x R rooms; unless given, T = 25 R^2 / 2 and S >= T
+    rooms: int = 3                  # rooms: R, a maze of R x R rooms (T = 25 R^2 / 2 unless given)
     max_steps: int = 50             # T: episode step limit
     slip: float = 0.0               # chance that a move is replaced by one of the other three
     random_start: bool = False      # goal mazes: start anywhere, not at the fixed cell 'S'
@@ -89,131 +89,48 @@ class Config:
     epochs: int = 4                 # passes over each batch
     minibatches: int = 4            # minibatches per pass
     master_lr: float = 0.01         # Adam step for θ (the paper's value)
-    sub_lr: float = 1e-3            # Adam step for φ (the paper's 3e-4 was too slow here: see RESULTS.md)
+    sub_lr: float = 1e-3            # Adam step for φ (the paper's 3e-4 was too slow: RESULTS.md)
     value_lr: float = 3e-3          # Adam step for every value function
     master_ent: float = 0.01        # entropy bonus of the master
-    sub_ent: float = 0.01           # entropy bonus of the sub-policies (keeps a skill able to change)
+    sub_ent: float = 0.01           # entropy bonus of the sub-policies (keeps a skill changeable)
     # evaluation on held-out tasks
-    eval_split: str = "test"        # held-out tasks: test (the reported numbers) or validation (to compare settings)
-    methods: tuple = ("mlsh", "flat", "shared", "random_subs")  # methods evaluated (fewer: faster comparisons)
+    eval_split: str = "test"        # held-out tasks: test (reported) or validation (for choosing)
+    methods: tuple = ("mlsh", "flat", "shared", "random_subs")  # methods evaluated
     eval_iters: int = 30            # iterations a fresh learner gets on each held-out task
     seeds: int = 5                  # evaluation seeds (each runs every held-out task)
-    flat_lrs: tuple = (3e-3, 1e-2, 3e-2, 1e-1)  # flat PPO learning rates tried; the best is reported
+    flat_lrs: tuple = (3e-3, 1e-2, 3e-2, 1e-1)  # flat PPO learning rates tried; the best reported
     # bookkeeping
     seed: int = 0                   # the one seed all randomness comes from
-    out: str = ""                   # folder for results, checkpoint, figures (default: runs/<preset> beside mlsh.py)
+    out: str = ""                   # folder for results, checkpoint, figures (else runs/<preset>)
 
 
-PRESETS = {  # named settings; --env E uses preset E, and any flag given on the command line wins
-    "fourrooms": dict(env="fourrooms", subpolicies=4, macro=5, max_steps=50, warmup=10, joint=20, rounds=20),
-    "bandits": dict(env="bandits", subpolicies=2, macro=10, max_steps=50, warmup=5, joint=15, rounds=20,
-                    sub_lr=3e-3, flat_lrs=(1e-2, 3e-2, 1e-1)),   # chosen over 10 meta-training seeds: RESULTS.md
-    # the paper's Four Rooms (Sec. 6.3): fixed start, a random goal, T 100, N 25, K 4, W 20, U 30,
-    # about 2,000 steps per iteration per task (16 x 128), 2 x 64 networks; the sub-policy entropy
-    # and flat PPO's learning rates were chosen on validation goals (RESULTS.md)
-    "paper": dict(env="fourrooms", subpolicies=4, macro=25, max_steps=100, warmup=20, joint=30, rounds=20,
-                  steps=128, layers=2, sub_lr=3e-3, sub_ent=0.03, flat_lrs=(1e-3, 3e-3, 1e-2)),
-    # R x R rooms, Four Rooms' settings; T and S follow R (rooms_budget), N stays 5, about the steps
-    # to cross a room; flat PPO's rates bracket its best on validation goals at R = 3 (RESULTS.md)
-    "rooms": dict(env="rooms", rooms=3, subpolicies=4, macro=5, warmup=10, joint=20, rounds=20,
-                  flat_lrs=(1e-3, 3e-3, 1e-2, 3e-2)),
-}
-FAMILIES = ("fourrooms", "rooms", "bandits")
-METHOD_NAMES = ("mlsh", "flat", "shared", "random_subs")
+def child_seed(rng):
+    """A seed for a child generator (an env's), drawn from the parent so one seed fixes all."""
+    return int(rng.integers(2**63))
 
 
-def rooms_budget(rooms):
-    """The rooms preset's T and S for R x R rooms: T by envs.RoomTasks.horizon (25 R^2 / 2), S the
-    first multiple of 64 that holds a whole episode."""
-    T = envs.RoomTasks.horizon(rooms)
-    return dict(max_steps=T, steps=64 * -(-T // 64))
-
-
-def check_config(cfg):
-    """Every problem with a config, as sentences that say what to do; [] when it is fine."""
-    problems = []
-    at_least = {1: ["subpolicies", "macro", "hidden", "rounds", "tasks", "joint", "envs", "steps", "epochs",
-                    "minibatches", "eval_iters", "seeds", "max_steps"], 0: ["warmup", "layers"]}
-    for low, names in at_least.items():
-        for name in names:
-            if getattr(cfg, name) < low:
-                problems.append(f"--{name.replace('_', '-')} is {getattr(cfg, name)}; it must be at least {low}")
-    if not 0 <= cfg.slip < 1:
-        problems.append(f"--slip is {cfg.slip}; it is a probability in [0, 1)")
-    for name in ["master_lr", "sub_lr", "value_lr", "clip"]:
-        if not 0 < getattr(cfg, name) < float("inf"):
-            problems.append(f"--{name.replace('_', '-')} is {getattr(cfg, name)}; it must be a positive number")
-    if not cfg.flat_lrs or not all(0 < lr < float("inf") for lr in cfg.flat_lrs):
-        problems.append(f"--flat-lrs is {' '.join(map(str, cfg.flat_lrs))}; give one or more positive numbers")
-    for name in ["master_ent", "sub_ent"]:
-        if not 0 <= getattr(cfg, name) < float("inf"):
-            problems.append(f"--{name.replace('_', '-')} is {getattr(cfg, name)}; it must be 0 or more")
-    if not 0 < cfg.gamma <= 1 or not 0 <= cfg.lam <= 1:
-        problems.append(f"--gamma {cfg.gamma} and --lam {cfg.lam}: gamma must be in (0, 1], lam in [0, 1]")
-    if cfg.steps < cfg.max_steps:   # else an iteration may end no episode, and its score would read as 0
-        problems.append(f"--steps {cfg.steps} is shorter than --max-steps {cfg.max_steps}; an iteration must be "
-                        f"able to finish an episode: raise --steps")
-    if cfg.env == "rooms" and cfg.rooms < 2:
-        problems.append(f"--rooms is {cfg.rooms}; a room maze has at least 2 x 2 rooms")
-    if cfg.env not in FAMILIES:
-        problems.append(f"--env {cfg.env!r} is not a task family here; choose one of {', '.join(FAMILIES)}")
-    if cfg.eval_split not in envs.TaskFamily.SPLITS:
-        problems.append(f"--eval-split {cfg.eval_split!r}: choose test or validation")
-    unknown = [m for m in cfg.methods if m not in METHOD_NAMES]
-    if unknown or not cfg.methods:
-        problems.append(f"--methods {' '.join(cfg.methods)}: choose one or more of {', '.join(METHOD_NAMES)}")
-    elif "shared" in cfg.methods and "flat" not in cfg.methods:
-        problems.append("--methods: shared needs flat too (the shared policy uses flat PPO's best learning rate)")
-    return problems
-
-
-def make_family(cfg):
-    """The task distribution the config names: goal cells of a maze, or Moving Bandits."""
-    if cfg.maze and cfg.env != "fourrooms":
-        raise ValueError(f"--maze makes goal tasks on your maze: use it with --env fourrooms, not {cfg.env}")
-    if cfg.env == "fourrooms":
-        goals = dict(start=None if cfg.random_start else "S", slip=cfg.slip, max_steps=cfg.max_steps)
-        if not cfg.maze:
-            return envs.GoalTasks(**goals)
-        try:
-            return envs.GoalTasks(**goals, rows=envs.read_maze(cfg.maze))
-        except (ValueError, OSError) as e:
-            raise ValueError(f"maze file {cfg.maze}: {e.strerror if isinstance(e, OSError) else e}") from None
-    if cfg.env == "rooms":
-        return envs.RoomTasks(cfg.rooms, start=None if cfg.random_start else "S", slip=cfg.slip,
-                              max_steps=cfg.max_steps)
-    if cfg.env == "bandits":
-        return envs.BanditTasks(slip=cfg.slip, max_steps=cfg.max_steps)
-    raise ValueError(f"unknown env {cfg.env!r}: choose one of {', '.join(FAMILIES)}")
-
-
-# ---------------------------------------------------------------------------
-# Tiny MLPs with hand-written backprop, stacked: G networks at once
-# ---------------------------------------------------------------------------
+# ---- Tiny MLPs with hand-written backprop, stacked: G networks at once ------
 
 def mlp_init(rng, G, sizes, out_scale=1.0, dtype=np.float32):
     """G independent tanh MLPs with layer sizes `sizes`, e.g. [D, 64, A].
 
-    Weights ~ N(0, 1/fan_in); the last layer is scaled by `out_scale` (0.01
-    for a policy, so that it starts near uniform). W_i: (G, in, out), b_i: (G, 1, out).
-    float32 by default: NumPy's float64 tanh is about 4x slower, and it is
-    most of the cost. The gradient checks use float64.
+    W_i: (G, in, out) ~ N(0, 1/in), the last layer times `out_scale` (0.01 for a policy, so that
+    it starts near uniform); b_i: (G, 1, out) zeros. float32 by default: NumPy's float64 tanh is
+    about 4x slower, and most of the cost. The gradient checks use float64.
     """
     p = {}
     n_layers = len(sizes) - 1
     for i in range(n_layers):
         scale = out_scale if i == n_layers - 1 else 1.0
-        p[f"W{i}"] = (rng.standard_normal((G, sizes[i], sizes[i + 1])) * scale / np.sqrt(sizes[i])).astype(dtype)
+        W = rng.standard_normal((G, sizes[i], sizes[i + 1])) * scale / np.sqrt(sizes[i])
+        p[f"W{i}"] = W.astype(dtype)
         p[f"b{i}"] = np.zeros((G, 1, sizes[i + 1]), dtype=dtype)
     return p
 
 
 def mlp_forward(p, x):
-    """x: (G, B, D), or (1, B, D) to feed the same rows to all G networks.
-
-    Returns out (G, B, out) and the list of layer inputs [x, h1, ...] that
-    mlp_backward needs.
-    """
+    """x: (G, B, D), or (1, B, D) to feed the same rows to all G networks. Returns out
+    (G, B, out) and the list of layer inputs [x, h1, ...] that mlp_backward needs."""
     n_layers = len(p) // 2
     hs = [x.astype(p["W0"].dtype, copy=False)]
     for i in range(n_layers):
@@ -224,7 +141,10 @@ def mlp_forward(p, x):
 
 
 def mlp_backward(p, hs, dout):
-    """Gradients of a loss L with respect to every weight, given dout = dL/dout (G, B, out)."""
+    """Gradients of a loss L with respect to every weight, given dout = dL/dout (G, B, out).
+
+    hs: the input of every layer, as mlp_forward returned it. Returns a dict
+    with a gradient of the same shape for every entry of p."""
     n_layers = len(p) // 2
     grads, d = {}, dout.astype(p["W0"].dtype, copy=False)
     for i in reversed(range(n_layers)):
@@ -232,7 +152,7 @@ def mlp_backward(p, hs, dout):
         grads[f"b{i}"] = d.sum(axis=1, keepdims=True)       # (G, 1, out): into b_i
         if i > 0:
             dh = d @ p[f"W{i}"].transpose(0, 2, 1)          # (G, B, in): into the layer's input h_i
-            d = dh * (1.0 - hs[i] ** 2)                     # through tanh: h = tanh(z), dh/dz = 1 - h^2
+            d = dh * (1.0 - hs[i] ** 2)                     # through tanh: dh/dz = 1 - h^2
     return grads
 
 
@@ -255,18 +175,19 @@ class Adam:
 
 
 class Net:
-    """A stack of G MLPs (policies or value functions) with its own Adam state and a name for messages."""
+    """A stack of G MLPs (policies or value functions) and its Adam state."""
 
-    def __init__(self, rng, G, n_in, n_out, cfg, lr, out_scale=1.0, params=None, name="network"):
-        self.p = params if params is not None else mlp_init(rng, G, [n_in] + [cfg.hidden] * cfg.layers + [n_out],
-                                                            out_scale)
-        self.opt = Adam(self.p, lr)
-        self.name = name
+    def __init__(self, params, lr):
+        self.p, self.opt = params, Adam(params, lr)
 
     @classmethod
-    def from_params(cls, params, lr, name="network"):
-        """A Net around weights that already exist (from a checkpoint), with fresh Adam state."""
-        return cls(None, None, None, None, None, lr, params=params, name=name)
+    def new(cls, rng, G, n_in, n_out, cfg, lr, out_scale=1.0):
+        """G fresh networks: n_in -> cfg.layers tanh layers of cfg.hidden units -> n_out."""
+        return cls(mlp_init(rng, G, [n_in] + [cfg.hidden] * cfg.layers + [n_out], out_scale), lr)
+
+    @property
+    def G(self):
+        return self.p["W0"].shape[0]
 
     def __call__(self, x):
         return mlp_forward(self.p, x)[0]
@@ -284,12 +205,10 @@ def sample(rng, logits):
     return np.minimum((probs.cumsum(axis=-1) < u).sum(axis=-1), probs.shape[-1] - 1)
 
 
-# ---------------------------------------------------------------------------
-# Advantages: GAE(gamma, lambda)
-# ---------------------------------------------------------------------------
+# ---- Advantages: GAE(gamma, lambda) -----------------------------------------
 
-def gae_loop(rew, val, next_val, term, end, gamma, lam):
-    """Generalised advantage estimation, the plain loop (the reference).
+def gae(rew, val, next_val, term, end, gamma, lam):
+    """Generalised advantage estimation, backwards through time.
 
     Arrays are (S, n): S steps of n independent streams.
       rew[t], val[t]   reward and value at step t
@@ -299,48 +218,82 @@ def gae_loop(rew, val, next_val, term, end, gamma, lam):
       end[t]           the episode ended at t (terminated or truncated): the
                        advantage does not flow back across it
     delta_t = r_t + gamma (1 - term_t) V(s_{t+1}) - V(s_t)
-    A_t     = delta_t + gamma lam (1 - end_t) A_{t+1}
+    A_t     = delta_t + gamma lam (1 - end_t) A_{t+1},    with A_S = 0
     """
-    # easy to get wrong: bootstrap through a truncation (term = 0 there), never through a termination
+    # easy to get wrong: bootstrap through a truncation (term = 0), never through a termination
     delta = rew + gamma * (1.0 - term) * next_val - val
     adv = np.zeros_like(delta)
-    running = np.zeros(delta.shape[1:])
+    running = np.zeros(delta.shape[1:])                  # A_{t+1}, for every stream at once
     for t in reversed(range(len(delta))):
         running = delta[t] + gamma * lam * (1.0 - end[t]) * running
         adv[t] = running
     return adv
 
 
-def discount_cumsum(x, c):
-    """y[t] = x[t] + c x[t+1] + c^2 x[t+2] + ... along axis 0, as one linear filter.
+# ---- Rows and networks: moving data between the layouts of the docstring ----
 
-    For example discount_cumsum([1, 1, 1], 0.5) = [1.75, 1.5, 1].
+def group(key, G, *arrays):
+    """Flat rows -> (G, B, ...): row r goes to network key[r]'s group, zero-padded to one length B.
+
+    Returns each array grouped (None stays None), and valid (G, B).
     """
-    return lfilter([1.0], [1.0, -c], x[::-1], axis=0)[::-1]
+    counts = np.bincount(key, minlength=G)
+    if counts[0] > 0 and (counts == counts[0]).all() and (key[1:] >= key[:-1]).all():
+        # already in groups of one size (a flat learner's steps): a reshape, no copy
+        return [None if a is None else a.reshape((G, counts[0]) + a.shape[1:]) for a in arrays], \
+            np.ones((G, counts[0]), dtype=bool)
+    order = np.argsort(key, kind="stable")
+    slot = np.arange(len(key)) - np.repeat(np.cumsum(counts) - counts, counts)   # place in group
+    gk = key[order]
+    valid = np.zeros((G, max(counts.max(), 1)), dtype=bool)
+    valid[gk, slot] = True
+    out = []
+    for a in arrays:
+        g = None
+        if a is not None:
+            g = np.zeros(valid.shape + a.shape[1:], dtype=a.dtype)
+            g[gk, slot] = a[order]
+        out.append(g)
+    return out, valid
 
 
-def gae(rew, val, next_val, term, end, gamma, lam):
-    """The same as gae_loop, with scipy.signal.lfilter doing the backward sum.
-
-    The filter sums across episode ends, so we subtract what leaked in: if the
-    first end at or after t is at tau, the true A_t is the filtered y_t minus
-    c^(tau + 1 - t) y_{tau + 1}, with c = gamma * lam.
-    """
-    S = len(rew)
-    c = gamma * lam
-    delta = rew + gamma * (1.0 - term) * next_val - val
-    y = discount_cumsum(delta, c)                                  # (S, n)
-    steps = np.arange(S).reshape((S,) + (1,) * (rew.ndim - 1))
-    tau = np.where(end > 0, steps, S - 1)
-    tau = np.minimum.accumulate(tau[::-1], axis=0)[::-1]           # first end at or after t
-    y_next = np.concatenate([y, np.zeros_like(y[:1])])             # y[S] = 0
-    leak = c ** (tau + 1 - steps) * np.take_along_axis(y_next, tau + 1, axis=0)
-    return y - leak
+def values(net, obs, key):
+    """V(obs) for flat rows, each row evaluated by network key[row] of the stack: (rows,)."""
+    (x,), valid = group(key, net.G, obs)
+    out = np.empty(len(obs))
+    out[np.argsort(key, kind="stable")] = net(x)[..., 0][valid]
+    return out
 
 
-# ---------------------------------------------------------------------------
-# PPO: clipped surrogate with entropy bonus, value regression
-# ---------------------------------------------------------------------------
+def by_learner(x, M):
+    """(S, n, ...) -> (M, S * E, ...): each learner's steps together, for its own network."""
+    S, n = x.shape[:2]
+    y = x.reshape((S, M, n // M) + x.shape[2:])
+    return np.moveaxis(y, 1, 0).reshape((M, -1) + x.shape[2:])
+
+
+def from_learner(y, S):
+    """(M, S * E, ...) -> (S, n, ...): the inverse of by_learner."""
+    M = y.shape[0]
+    x = y.reshape((M, S, -1) + y.shape[2:])
+    return np.moveaxis(x, 0, 1).reshape((S, -1) + y.shape[2:])
+
+
+def by_decision(i, n):
+    """Decisions listed copy by copy, in time order within a copy (i: each one's copy), into the
+    (J, n) layout: returns j, each one's rank within its copy, and grid(x), which puts row x[d]
+    at [j[d], i[d]] of a zero (J, n) array."""
+    counts = np.bincount(i, minlength=n)
+    j = np.arange(len(i)) - np.repeat(np.cumsum(counts) - counts, counts)
+
+    def grid(x):
+        out = np.zeros((max(counts.max(), 1), n))
+        out[j, i] = x
+        return out
+    return j, grid
+
+
+# ---- PPO: clipped surrogate with entropy bonus, value regression ------------
 
 def ppo_loss(logits, act, old_logp, adv, w, clip, ent_coef):
     """PPO-clip policy loss and its gradient with respect to the logits.
@@ -348,7 +301,7 @@ def ppo_loss(logits, act, old_logp, adv, w, clip, ent_coef):
     logits (G, B, A); act, old_logp, adv, w (G, B); w are sample weights
     summing to 1 per network. The loss is minimised (descent):
         L = - sum_i w_i [ min(r_i A_i, clip(r_i, 1-e, 1+e) A_i) + ent_coef H_i ]
-        r_i = pi(a_i|s_i) / pi_old(a_i|s_i)
+        r_i = pi(a_i|s_i) / pi_old(a_i|s_i),   H_i the entropy of pi(.|s_i)
     Returns (loss (G,), dL/dlogits (G, B, A)).
     """
     logp_all = log_softmax(logits)
@@ -362,9 +315,9 @@ def ppo_loss(logits, act, old_logp, adv, w, clip, ent_coef):
     entropy = -(probs * logp_all).sum(-1)
     loss = -(w * (surrogate + ent_coef * entropy)).sum(-1)
 
-    # d surrogate / d logp: r A where the unclipped term is the smaller one, else 0 (clipped: no gradient)
-    dsur_dlogp = np.where(unclipped <= clipped, unclipped, 0.0)
-    dlogp_dlogits = onehot - probs                                 # the softmax policy-gradient identity
+    # d surrogate / d logp: r A, but 0 where the clipped term is the smaller (a clipped ratio)
+    dsur_dlogp = np.where(unclipped > clipped, 0.0, unclipped)
+    dlogp_dlogits = onehot - probs                                 # the softmax identity
     dent_dlogits = -probs * (logp_all + entropy[..., None])        # dH/dz_j = -p_j (log p_j + H)
     # chain rule into the logits z: dL/dz = -w (dsur/dlogp * dlogp/dz + ent_coef * dH/dz)
     dlogits = -w[..., None] * (dsur_dlogp[..., None] * dlogp_dlogits + ent_coef * dent_dlogits)
@@ -380,52 +333,15 @@ def value_loss(v, ret, w):
 def train_net(net, x, valid, loss_fn, cfg, rng):
     """Adam steps on `net` over cfg.epochs passes, each in cfg.minibatches shuffled minibatches.
 
-    x: inputs (G, B, D); valid: (G, B) which rows hold data (groups are padded
-    to one length); loss_fn(out, idx, w) -> (loss, dL/dout) for minibatch rows idx
-    with weights w that sum to 1 over each network's valid rows.
-    """
+    x: inputs (G, B, D); valid: (G, B) which rows hold data; loss_fn(out, idx, w) -> (loss,
+    dL/dout) for the minibatch's rows idx, weighted by w (summing to 1 over a network's rows)."""
     B = valid.shape[1]
     for _ in range(cfg.epochs):
         for idx in np.array_split(rng.permutation(B), min(cfg.minibatches, B)):
-            v = valid[:, idx]
-            w = v / np.maximum(v.sum(axis=1, keepdims=True), 1)
+            w = valid[:, idx] / np.maximum(valid[:, idx].sum(axis=1, keepdims=True), 1)
             out, hs = mlp_forward(net.p, x[:, idx])
-            loss, dout = loss_fn(out, idx, w)
-            finite(f"the loss of the {net.name}", loss)
+            _, dout = loss_fn(out, idx, w)
             net.opt.step(net.p, mlp_backward(net.p, hs, dout))
-    for k, v in net.p.items():
-        finite(f"the {net.name}' weights {k}", v)
-
-
-def finite(what, x):
-    """Stop with a message naming `what` when x holds NaN or inf (training cannot recover from it)."""
-    if not np.isfinite(x).all():
-        raise FloatingPointError(f"{what} became NaN or infinite")
-
-
-def group(key, G, *arrays):
-    """Sort rows into G groups by `key` (one network's data per group).
-
-    Returns each array as (G, Bmax, ...) zero-padded (None stays None), and valid (G, Bmax).
-    """
-    counts = np.bincount(key, minlength=G)
-    if counts[0] > 0 and (counts == counts[0]).all() and (key[1:] >= key[:-1]).all():
-        # already in groups of one size (a flat learner's steps): a reshape, no copy
-        return [None if a is None else a.reshape((G, counts[0]) + a.shape[1:]) for a in arrays], \
-            np.ones((G, counts[0]), dtype=bool)
-    order = np.argsort(key, kind="stable")
-    slot = np.arange(len(key)) - np.repeat(np.cumsum(counts) - counts, counts)
-    gk = key[order]
-    valid = np.zeros((G, max(counts.max(), 1)), dtype=bool)
-    valid[gk, slot] = True
-    out = []
-    for a in arrays:
-        g = None
-        if a is not None:
-            g = np.zeros(valid.shape + a.shape[1:], dtype=a.dtype)
-            g[gk, slot] = a[order]
-        out.append(g)
-    return out, valid
 
 
 def normalise(adv, valid):
@@ -436,30 +352,28 @@ def normalise(adv, valid):
     return np.where(valid, (adv - mean) / (std + 1e-8), 0.0)
 
 
-def ppo_update(pi, vf, obs, act, logp, adv, ret, key, G, ent_coef, cfg, rng):
-    """One PPO update of the policy stack `pi` and value stack `vf` (either may be None).
+def ppo_update(pi, vf, obs, act, logp, adv, ret, key, ent_coef, cfg, rng):
+    """One PPO update of the policy stack `pi` and the value stack `vf` (either may be None).
 
-    Rows (obs, act, logp, adv, ret) are flat; key assigns each row to one of
-    the G networks of the stack, which is trained on its own rows only.
-    """
+    Rows (obs, act, logp, adv, ret) are flat; key gives each row's network in
+    the stack, which is trained on its own rows only."""
+    G = (pi or vf).G
     (obs, act, logp, adv, ret), valid = group(key, G, obs, act, logp, adv, ret)
     if pi is not None:
         adv = normalise(adv, valid)
-        train_net(pi, obs, valid, lambda out, i, w: ppo_loss(out, act[:, i], logp[:, i], adv[:, i], w,
-                                                              cfg.clip, ent_coef), cfg, rng)
+        train_net(pi, obs, valid, lambda out, idx, w: ppo_loss(
+            out, act[:, idx], logp[:, idx], adv[:, idx], w, cfg.clip, ent_coef), cfg, rng)
     if vf is not None:
-        train_net(vf, obs, valid, lambda out, i, w: value_loss(out, ret[:, i], w), cfg, rng)
+        train_net(vf, obs, valid, lambda out, idx, w: value_loss(out, ret[:, idx], w), cfg, rng)
 
 
-# ---------------------------------------------------------------------------
-# The agent: a master over sub-policies, or a flat policy
-# ---------------------------------------------------------------------------
+# ---- The agent: a master over sub-policies, or a flat policy ----------------
 
 @dataclass
 class Agent:
     """M learners side by side (one per task), sharing the sub-policies.
 
-    master:  θ, M policies over K choices (or over the A primitive actions when subs is None)
+    master:  θ, M policies over K choices (over the A primitive actions when subs is None)
     value:   M master value functions, on the master's own timescale
     subs:    φ, K sub-policies over the A primitive actions, shared by all M (None: flat agent)
     critic:  M per-step value functions used only to train φ (None when φ is frozen)
@@ -476,29 +390,29 @@ class Agent:
 
     @property
     def M(self):
-        return self.value.p["W0"].shape[0]
+        return self.master.G
 
 
 def new_agent(rng, M, D, n_choices, cfg, lr, macro=1, subs=None, critic=False):
-    """M fresh masters (random weights, fresh Adam state: θ is reset whole) and their value functions.
+    """M fresh masters (new weights, new Adam state: θ is reset whole) and their value functions.
 
     n_choices is K for a hierarchy, A for a flat policy; critic=True adds the
     per-task step critics needed while φ is being trained.
     """
-    master = Net(rng, M, D, n_choices, cfg, lr, out_scale=0.01, name="master policy")
-    value = Net(rng, M, D, 1, cfg, cfg.value_lr, name="master value function")
-    crit = Net(rng, M, D, 1, cfg, cfg.value_lr, name="per-task critic") if critic else None
-    return Agent(master, value, subs, crit, macro)
+    master = Net.new(rng, M, D, n_choices, cfg, lr, out_scale=0.01)
+    value = Net.new(rng, M, D, 1, cfg, cfg.value_lr)
+    return Agent(master, value, subs, Net.new(rng, M, D, 1, cfg, cfg.value_lr) if critic else None,
+                 macro)
 
 
 @dataclass
 class Rollout:
-    """What one iteration of S steps on n = M * E env copies recorded; arrays are (S, n, ...)."""
+    """What one iteration of S steps on n = M * E env copies recorded, in the (S, n, ...) layout."""
     obs: np.ndarray          # (S, n, D) observation each step acted on
-    next_obs: np.ndarray     # (S, n, D) observation after the step (the final one where an episode ended)
+    next_obs: np.ndarray     # (S, n, D) observation after the step (the final one where it ended)
     decide: np.ndarray       # (S, n) the master chose at this step
-    choice: np.ndarray       # (S, n) the master's current choice (sub-policy index, or the action if flat)
-    choice_logp: np.ndarray  # (S, n) log prob of the choice under the master (used where decide is True)
+    choice: np.ndarray       # (S, n) the master's current choice (sub-policy, or action if flat)
+    choice_logp: np.ndarray  # (S, n) log prob of the choice under the master (where decide)
     act: np.ndarray          # (S, n) primitive action taken
     act_logp: np.ndarray     # (S, n) its log prob under the active sub-policy
     rew: np.ndarray          # (S, n)
@@ -531,16 +445,14 @@ class Runner:
     def run(self, agent, S, rng):
         """S steps in every copy with the agent acting; returns the Rollout."""
         env, n, M = self.env, self.env.n, self.M
-        K = agent.subs.p["W0"].shape[0] if agent.subs is not None else 1
         learner = np.arange(n) // self.E
-        names = ["obs", "next_obs", "decide", "choice", "choice_logp", "act", "act_logp", "rew", "term", "trunc"]
-        rec = {k: [] for k in names}
+        steps = []
         score, success, ended = np.zeros(M), np.zeros(M), np.zeros(M)
         for t in range(S):
             obs = self.obs
             # master θ: a new choice where one is due, else keep the current one
             decide = self.countdown == 0
-            logits = agent.master(obs.reshape(M, self.E, -1)).reshape(n, -1)     # (n, K) or (n, A)
+            logits = agent.master(obs.reshape(M, self.E, -1)).reshape(n, -1)   # (n, K) or (n, A)
             choice = np.where(decide, sample(rng, logits), self.active)
             choice_logp = np.take_along_axis(log_softmax(logits), choice[:, None], 1)[:, 0]
             self.active = choice
@@ -549,7 +461,7 @@ class Runner:
             if agent.subs is None:
                 act, act_logp = choice, choice_logp
             else:
-                sub_logits = agent.subs(obs[None])[choice, np.arange(n)]      # all K on all rows, keep the active
+                sub_logits = agent.subs(obs[None])[choice, np.arange(n)]   # all K on all rows
                 act = sample(rng, sub_logits)
                 act_logp = np.take_along_axis(log_softmax(sub_logits), act[:, None], 1)[:, 0]
 
@@ -559,74 +471,44 @@ class Runner:
             score += np.bincount(learner, info["score"] * done, M)
             success += np.bincount(learner, info["success"] * done, M)
             ended += np.bincount(learner, done, M)
-            for k, v in zip(names, [obs, info["final_obs"], decide, choice, choice_logp, act, act_logp,
-                                    rew, term, trunc]):
-                rec[k].append(v)
-        rec = {k: np.array(v) for k, v in rec.items()}
-        ended = np.maximum(ended, 1)
+            steps.append(dict(obs=obs, next_obs=info["final_obs"], decide=decide, choice=choice,
+                              choice_logp=choice_logp, act=act, act_logp=act_logp, rew=rew,
+                              term=term, trunc=trunc))
+        rec = {k: np.array([step[k] for step in steps]) for k in steps[0]}
+        K = agent.subs.G if agent.subs is not None else 1
         usage = np.bincount(rec["choice"].ravel(), minlength=K)[:K] / rec["choice"].size
+        ended = np.maximum(ended, 1)
         return Rollout(**rec, score=score / ended, success=success / ended, usage=usage)
 
 
-# ---------------------------------------------------------------------------
-# Learning from a rollout: master on the macro timescale, sub-policies per step
-# ---------------------------------------------------------------------------
-
-def values(net, obs, key, G):
-    """V(obs) for flat rows, each row evaluated by network key[row] of the stack."""
-    (x,), valid = group(key, G, obs)
-    v = net(x)[..., 0]
-    out = np.empty(len(obs))
-    out[np.argsort(key, kind="stable")] = v[valid]
-    return out
-
+# ---- Learning from a rollout: the master on its own timescale, the sub-policies per step ----
 
 def master_transitions(ro, value, E, gamma, lam):
-    """The master's own MDP: one transition per decision.
+    """The master's own MDP: one transition per decision, and GAE over each copy's decisions.
 
-    A decision lasts from its step to the step before the same copy's next
-    decision (N steps, fewer if the episode ended, or the rollout did). Its
-    reward is the sum of the env rewards over those steps; the state it leads
-    to is the next_obs of its last step. GAE then runs over each copy's
-    sequence of decisions with the master's value function.
-    Returns the (step, copy) of each decision, its advantage and its return.
+    A decision made at step t of copy i lasts until the step before that copy's
+    next decision (N steps, fewer if the episode ended, or the rollout did).
+    Its reward is the sum of the env rewards over those steps, and the state
+    it leads to is the next_obs of its last step: terminated, truncated, or
+    neither, as that step was. Its value is value(obs) by copy i's learner's
+    network (i // E); gamma discounts once per decision. Advantages do not
+    flow across an episode's end, nor past the rollout's last decision.
+    Returns t, i, adv, ret: arrays with one entry per decision (in any order),
+    its step, its copy, its advantage and its return adv + V(obs).
     """
     S, n = ro.decide.shape
-    i_idx, t_idx = np.nonzero(ro.decide.T)                # copy 0's decisions in time order, then copy 1's...
-    same_next = np.r_[i_idx[1:] == i_idx[:-1], False]     # followed by another decision of the same copy
-    last = np.where(same_next, np.r_[t_idx[1:], 0] - 1, S - 1)
-    cum = np.vstack([np.zeros((1, n)), np.cumsum(ro.rew, axis=0)])        # cum[t] = sum of rew[:t]
-    R = cum[last + 1, i_idx] - cum[t_idx, i_idx]                           # the master's reward
-    term, end = ro.term[last, i_idx], ro.term[last, i_idx] | ro.trunc[last, i_idx] | ~same_next
-    M = n // E
-    val = values(value, ro.obs[t_idx, i_idx], i_idx // E, M)
-    next_val = values(value, ro.next_obs[last, i_idx], i_idx // E, M)
-    # lay the decisions out as (J, n), the j-th decision of each copy, for GAE; padding is all zero
-    counts = np.bincount(i_idx, minlength=n)
-    j = np.arange(len(i_idx)) - np.repeat(np.cumsum(counts) - counts, counts)
-    grid = lambda x: _scatter(x, j, i_idx, (counts.max(), n))
-    adv = gae(grid(R), grid(val), grid(next_val), grid(term), grid(end), gamma, lam)[j, i_idx]
-    return t_idx, i_idx, adv, adv + val
-
-
-def _scatter(x, r, c, shape):
-    out = np.zeros(shape)
-    out[r, c] = x
-    return out
-
-
-def by_learner(x, M):
-    """(S, n, ...) -> (M, S * E, ...): each learner's steps together, for its own network."""
-    S, n = x.shape[:2]
-    y = x.reshape((S, M, n // M) + x.shape[2:])
-    return np.moveaxis(y, 1, 0).reshape((M, -1) + x.shape[2:])
-
-
-def from_learner(y, S):
-    """Inverse of by_learner."""
-    M = y.shape[0]
-    x = y.reshape((M, S, -1) + y.shape[2:])
-    return np.moveaxis(x, 0, 1).reshape((S, -1) + y.shape[2:])
+    i, t = np.nonzero(ro.decide.T)                  # copy 0's decisions in time order, copy 1's..
+    same_next = np.r_[i[1:] == i[:-1], False]       # followed by another decision of the same copy
+    last = np.where(same_next, np.r_[t[1:], 0] - 1, S - 1)           # the decision's last step
+    cum = np.vstack([np.zeros((1, n)), np.cumsum(ro.rew, axis=0)])   # cum[t] = sum of rew[:t]
+    R = cum[last + 1, i] - cum[t, i]                                  # the master's reward
+    term = ro.term[last, i]
+    end = term | ro.trunc[last, i] | ~same_next
+    val = values(value, ro.obs[t, i], i // E)
+    next_val = values(value, ro.next_obs[last, i], i // E)
+    j, grid = by_decision(i, n)                          # GAE runs down the (J, n) layout
+    adv = gae(grid(R), grid(val), grid(next_val), grid(term), grid(end), gamma, lam)[j, i]
+    return t, i, adv, adv + val
 
 
 def step_advantages(ro, critic, gamma, lam):
@@ -637,7 +519,7 @@ def step_advantages(ro, critic, gamma, lam):
     later sub-policies earn: bootstrapping across a switch is right here,
     because the value there is still the hierarchy's.
     """
-    S, M = len(ro.rew), critic.p["W0"].shape[0]
+    S, M = len(ro.rew), critic.G
     val = from_learner(critic(by_learner(ro.obs, M))[..., 0], S)             # (S, n)
     next_val = from_learner(critic(by_learner(ro.next_obs, M))[..., 0], S)
     adv = gae(ro.rew, val, next_val, ro.term, ro.term | ro.trunc, gamma, lam)
@@ -645,7 +527,7 @@ def step_advantages(ro, critic, gamma, lam):
 
 
 def update(agent, ro, cfg, rng, train_subs=False):
-    """PPO on θ from the master's transitions; with train_subs, PPO on φ from the steps each executed.
+    """PPO on θ from the master's transitions; with train_subs, on φ from the steps each executed.
 
     The per-task critic (present while φ trains, warmup included, so that it
     is ready when the joint phase starts) is fitted on every step.
@@ -653,43 +535,42 @@ def update(agent, ro, cfg, rng, train_subs=False):
     S, n = ro.rew.shape
     M, E = agent.M, n // agent.M
     t, i, adv, ret = master_transitions(ro, agent.value, E, cfg.gamma, cfg.lam)
-    finite("the master's advantages", adv)
     ppo_update(agent.master, agent.value, ro.obs[t, i], ro.choice[t, i], ro.choice_logp[t, i],
-               adv, ret, i // E, M, cfg.master_ent, cfg, rng)
+               adv, ret, i // E, cfg.master_ent, cfg, rng)
     if agent.critic is None:
         return
     adv, ret = step_advantages(ro, agent.critic, cfg.gamma, cfg.lam)
-    finite("the sub-policies' advantages", adv)
     if train_subs:
         # each sub-policy k learns only from the steps it executed, pooled over the tasks
-        flat = lambda x: x.reshape((S * n,) + x.shape[2:])
-        K = agent.subs.p["W0"].shape[0]
-        ppo_update(agent.subs, None, flat(ro.obs), flat(ro.act), flat(ro.act_logp), flat(adv), None,
-                   flat(ro.choice), K, cfg.sub_ent, cfg, rng)
+        rows = lambda x: x.reshape((S * n,) + x.shape[2:])
+        ppo_update(agent.subs, None, rows(ro.obs), rows(ro.act), rows(ro.act_logp), rows(adv), None,
+                   rows(ro.choice), cfg.sub_ent, cfg, rng)
     # the per-task critic learns the hierarchy's per-step value
-    x, r = by_learner(ro.obs, M), by_learner(ret, M)
-    train_net(agent.critic, x, np.ones(r.shape, bool), lambda out, i, w: value_loss(out, r[:, i], w), cfg, rng)
+    x, target = by_learner(ro.obs, M), by_learner(ret, M)
+    train_net(agent.critic, x, np.ones(target.shape, bool),
+              lambda out, idx, w: value_loss(out, target[:, idx], w), cfg, rng)
 
 
-# ---------------------------------------------------------------------------
-# Meta-training (the paper's Algorithm 1)
-# ---------------------------------------------------------------------------
+# ---- Meta-training (the paper's Algorithm 1) --------------------------------
 
 def meta_round(cfg, family, runner, subs, rng):
     """One round of Algorithm 1: sample tasks; reset θ; W iterations on θ alone; U on θ and φ.
 
-    runner steps cfg.tasks * cfg.envs env copies; subs (φ) is trained in place.
+    cfg.tasks tasks are drawn from family, each run on cfg.envs copies side by
+    side (runner steps cfg.tasks * cfg.envs copies), each with its own fresh
+    master over the shared sub-policies subs (φ, trained in place).
     Returns the round's record: the success rate of the last warmup iteration
     (None when W = 0) and of the last joint one, and how often each
-    sub-policy acted.
+    sub-policy acted over the round.
     """
     M, E, K = cfg.tasks, cfg.envs, cfg.subpolicies
     runner.set_tasks(np.repeat(family.sample(rng, M), E))               # M tasks, E copies of each
-    agent = new_agent(rng, M, family.obs_dim, K, cfg, cfg.master_lr, cfg.macro, subs=subs, critic=True)  # fresh θ
+    agent = new_agent(rng, M, family.obs_dim, K, cfg, cfg.master_lr, cfg.macro, subs=subs,
+                      critic=True)                                       # a fresh θ
     usage, warm = np.zeros(K), None
     for it in range(cfg.warmup + cfg.joint):
         ro = runner.run(agent, cfg.steps, rng)
-        update(agent, ro, cfg, rng, train_subs=it >= cfg.warmup)        # φ stays frozen for the first W
+        update(agent, ro, cfg, rng, train_subs=it >= cfg.warmup)        # φ frozen for the first W
         usage += ro.usage
         if it == cfg.warmup - 1:
             warm = float(ro.success.mean())
@@ -697,68 +578,30 @@ def meta_round(cfg, family, runner, subs, rng):
             "usage": (usage / (cfg.warmup + cfg.joint)).round(3).tolist()}
 
 
-def meta_train(cfg, family, rng, log=print, resume=None, save=None):
-    """Learn φ: rounds of {sample tasks; reset θ; W warmup iterations; U joint iterations}.
+def meta_train(cfg, family, rng, resume=None, after_round=None):
+    """Learn φ: cfg.rounds rounds of meta_round, the sub-policies kept from round to round.
 
-    cfg.tasks tasks run side by side, each with its own fresh master, and the
-    sub-policy update pools the steps of all of them (the paper's groups).
-    resume: a checkpoint (see load_checkpoint) to carry on from; save(state):
-    called after every round. Returns the sub-policies and one record per round.
-
-    Progress, one line per round:
-        round r/R  tasks M  warmup-success w  joint-success j  usage u_1..u_K  steps/s  elapsed  eta
-    where w and j are the success rates of the last warmup and the last joint
-    iteration, and u_k the fraction of steps sub-policy k acted in the round
-    (u_k near 0: the masters ignore sub-policy k). Two sub-policies that learned
-    the same skill do not show here; skills_alone shows them.
+    A round's tasks run side by side, each with its own master; φ's update pools all their steps
+    (the paper's groups). resume: a checkpoint's state to carry on from (load_checkpoint);
+    after_round(subs, history, rng, env_rng): called after every round (the plumbing's progress
+    line and checkpoint). Returns φ and one record per round.
     """
     D, A, K, M, E = family.obs_dim, family.n_actions, cfg.subpolicies, cfg.tasks, cfg.envs
-    subs = Net(rng, K, D, A, cfg, cfg.sub_lr, out_scale=0.01, name="sub-policies")
+    subs = Net.new(rng, K, D, A, cfg, cfg.sub_lr, out_scale=0.01)             # φ
     runner = Runner(family.make(np.zeros(M * E, dtype=int), "train", seed=child_seed(rng)), M)
     history = []
-    if resume is not None:   # weights, optimiser and both generators as they were after the saved round
-        subs.p, subs.opt = resume["subs"], resume["opt"]
+    if resume is not None:   # bookkeeping: φ, its optimiser and both generators as saved
+        subs.p, subs.opt, history = resume["subs"], resume["opt"], resume["history"]
         rng.bit_generator.state = resume["rng"]
         runner.env.rng.bit_generator.state = resume["env_rng"]
-        history = resume["history"]
-    t0, first = time.time(), len(history)
-    steps_per_round = (cfg.warmup + cfg.joint) * M * E * cfg.steps
-    for r in range(first, cfg.rounds):
-        rec = {"round": r + 1, "tasks": M, **meta_round(cfg, family, runner, subs, rng)}
-        history.append(rec)
-        elapsed = time.time() - t0
-        done = r + 1 - first
-        warm = rec["warmup_success"]
-        log(f"round {r + 1:3d}/{cfg.rounds}  tasks {M}  warmup-success {warm if warm is not None else float('nan'):.2f}"
-            f"  joint-success {rec['joint_success']:.2f}  usage {' '.join(f'{u:.2f}' for u in rec['usage'])}"
-            f"  {done * steps_per_round / elapsed:,.0f} steps/s  elapsed {elapsed:.0f}s"
-            f"  eta {elapsed / done * (cfg.rounds - r - 1):.0f}s")
-        if save is not None:
-            save({"subs": subs, "history": history, "rng": rng, "env_rng": runner.env.rng})
+    for r in range(len(history), cfg.rounds):
+        history.append({"round": r + 1, "tasks": M, **meta_round(cfg, family, runner, subs, rng)})
+        if after_round is not None:
+            after_round(subs, history, rng, runner.env.rng)
     return subs, history
 
 
-def child_seed(rng):
-    """A seed for a child generator (an env's), drawn from the parent so one seed fixes all."""
-    return int(rng.integers(2**63))
-
-
-# ---------------------------------------------------------------------------
-# Baselines and evaluation on held-out tasks
-# ---------------------------------------------------------------------------
-
-def pretrain_shared(cfg, family, lr, rng):
-    """The "shared policy" baseline: one flat policy trained on the training tasks
-    with exactly meta-training's env steps and task schedule."""
-    D, A, M, E = family.obs_dim, family.n_actions, cfg.tasks, cfg.envs
-    agent = new_agent(rng, 1, D, A, cfg, lr)                   # one learner over all M * E copies
-    runner = Runner(family.make(np.zeros(M * E, dtype=int), "train", seed=child_seed(rng)), 1)
-    for r in range(cfg.rounds):
-        runner.set_tasks(np.repeat(family.sample(rng, M), E))
-        for it in range(cfg.warmup + cfg.joint):
-            update(agent, runner.run(agent, cfg.steps, rng), cfg, rng)
-    return agent
-
+# ---- Test time: fine-tuning on held-out tasks, MLSH and three baselines -----
 
 def fine_tune(cfg, family, make_agent, seeds):
     """Train fresh learners on every held-out task, `seeds` times each, all side by side.
@@ -771,7 +614,8 @@ def fine_tune(cfg, family, make_agent, seeds):
     rng = np.random.default_rng([cfg.seed, 2])
     tasks = np.tile(family.held_out(cfg.eval_split), seeds)
     L = len(tasks)
-    runner = Runner(family.make(np.repeat(tasks, cfg.envs), cfg.eval_split, seed=child_seed(rng)), L)
+    env = family.make(np.repeat(tasks, cfg.envs), cfg.eval_split, seed=child_seed(rng))
+    runner = Runner(env, L)
     agent = make_agent(rng, L)
     score, success = np.zeros((L, cfg.eval_iters)), np.zeros((L, cfg.eval_iters))
     for it in range(cfg.eval_iters):
@@ -780,6 +624,163 @@ def fine_tune(cfg, family, make_agent, seeds):
         score[:, it], success[:, it] = ro.score, ro.success
     return score, success, agent
 
+
+def pretrain_shared(cfg, family, lr, rng):
+    """The "shared policy" baseline: one flat policy trained on the training tasks
+    with exactly meta-training's env steps and task schedule."""
+    D, A, M, E = family.obs_dim, family.n_actions, cfg.tasks, cfg.envs
+    agent = new_agent(rng, 1, D, A, cfg, lr)                   # one learner over all M * E copies
+    runner = Runner(family.make(np.zeros(M * E, dtype=int), "train", seed=child_seed(rng)), 1)
+    for _ in range(cfg.rounds):
+        runner.set_tasks(np.repeat(family.sample(rng, M), E))
+        for _ in range(cfg.warmup + cfg.joint):
+            update(agent, runner.run(agent, cfg.steps, rng), cfg, rng)
+    return agent
+
+
+def evaluate(cfg, family, subs):
+    """The paper's test on held-out tasks, for MLSH and the three baselines in cfg.methods.
+
+    A generator: as each method finishes it yields (name, lr, *fine_tune's results).
+      mlsh         a fresh master over the learned φ, frozen
+      random_subs  a fresh master over untrained sub-policies: what learning φ bought
+      flat         flat PPO from scratch, once per rate in cfg.flat_lrs
+      shared       one flat policy pre-trained on the training tasks, then
+                   fine-tuned, at flat PPO's best rate (needs flat)
+    """
+    D, A, K = family.obs_dim, family.n_actions, cfg.subpolicies
+    over = lambda phi: lambda rng, L: new_agent(rng, L, D, K, cfg, cfg.master_lr, cfg.macro, phi)
+    if "mlsh" in cfg.methods:
+        yield ("mlsh", cfg.master_lr, *fine_tune(cfg, family, over(subs), cfg.seeds))
+    if "random_subs" in cfg.methods:
+        random_subs = Net.new(np.random.default_rng([cfg.seed, 4]), K, D, A, cfg, cfg.sub_lr, 0.01)
+        yield ("random_subs", cfg.master_lr, *fine_tune(cfg, family, over(random_subs), cfg.seeds))
+    if "flat" in cfg.methods:
+        auc = {}
+        for lr in cfg.flat_lrs:
+            score, success, learners = fine_tune(
+                cfg, family, lambda rng, L: new_agent(rng, L, D, A, cfg, lr), cfg.seeds)
+            auc[lr] = score.mean(axis=1).mean()
+            yield "flat", lr, score, success, learners
+        best = max(auc, key=auc.get)         # chosen on these very tasks: generous to the baseline
+        if "shared" in cfg.methods:
+            shared = pretrain_shared(cfg, family, best, np.random.default_rng([cfg.seed, 5]))
+
+            def from_shared(rng, L):
+                agent = new_agent(rng, L, D, A, cfg, best)
+                for net, src in [(agent.master, shared.master), (agent.value, shared.value)]:
+                    for k in net.p:
+                        net.p[k][...] = src.p[k]     # every learner starts from the shared weights
+                return agent
+
+            yield ("shared", best, *fine_tune(cfg, family, from_shared, cfg.seeds))
+
+
+# ===========================================================================
+# PLUMBING. The algorithm ends above; nothing above calls what follows. Here:
+# named settings and their checks, measures of what the skills allow, the
+# benchmark, checkpoints, pictures, and the command line. Skip it unless you
+# want it.
+# ===========================================================================
+
+# ---- Named settings, and the checks that refuse a bad one -------------------
+
+PRESETS = {  # named settings; --env E uses preset E, and any flag given on the command line wins
+    "fourrooms": dict(env="fourrooms", subpolicies=4, macro=5, max_steps=50, warmup=10, joint=20,
+                      rounds=20),
+    # chosen over 10 meta-training seeds: RESULTS.md
+    "bandits": dict(env="bandits", subpolicies=2, macro=10, max_steps=50, warmup=5, joint=15,
+                    rounds=20, sub_lr=3e-3, flat_lrs=(1e-2, 3e-2, 1e-1)),
+    # the paper's Four Rooms (Sec. 6.3): fixed start, a random goal, T 100, N 25, K 4, W 20, U 30,
+    # about 2,000 steps per iteration per task (16 x 128), 2 x 64 networks; the sub-policy entropy
+    # and flat PPO's learning rates were chosen on validation goals (RESULTS.md)
+    "paper": dict(env="fourrooms", subpolicies=4, macro=25, max_steps=100, warmup=20, joint=30,
+                  rounds=20, steps=128, layers=2, sub_lr=3e-3, sub_ent=0.03,
+                  flat_lrs=(1e-3, 3e-3, 1e-2)),
+    # R x R rooms, Four Rooms' settings; T and S follow R (rooms_budget), N stays 5, about the
+    # steps to cross a room; flat PPO's rates bracket its best on validation goals at R = 3
+    "rooms": dict(env="rooms", rooms=3, subpolicies=4, macro=5, warmup=10, joint=20, rounds=20,
+                  flat_lrs=(1e-3, 3e-3, 1e-2, 3e-2)),
+}
+FAMILIES = ("fourrooms", "rooms", "bandits")
+METHOD_NAMES = ("mlsh", "flat", "shared", "random_subs")
+
+
+def rooms_budget(rooms):
+    """The rooms preset's T and S for R x R rooms: T by envs.RoomTasks.horizon (25 R^2 / 2), S the
+    first multiple of 64 that holds a whole episode."""
+    T = envs.RoomTasks.horizon(rooms)
+    return dict(max_steps=T, steps=64 * -(-T // 64))
+
+
+def check_config(cfg):
+    """Every problem with a config, as sentences that say what to do; [] when it is fine."""
+    problems = []
+    flag = lambda name: "--" + name.replace("_", "-")
+    at_least = {1: ["subpolicies", "macro", "hidden", "rounds", "tasks", "joint", "envs", "steps",
+                    "epochs", "minibatches", "eval_iters", "seeds", "max_steps"],
+                0: ["warmup", "layers"]}
+    for low, names in at_least.items():
+        for name in names:
+            if getattr(cfg, name) < low:
+                problems.append(f"{flag(name)} is {getattr(cfg, name)}; it must be at least {low}")
+    if not 0 <= cfg.slip < 1:
+        problems.append(f"--slip is {cfg.slip}; it is a probability in [0, 1)")
+    for name in ["master_lr", "sub_lr", "value_lr", "clip"]:
+        if not 0 < getattr(cfg, name) < float("inf"):
+            problems.append(f"{flag(name)} is {getattr(cfg, name)}; it must be a positive number")
+    if not cfg.flat_lrs or not all(0 < lr < float("inf") for lr in cfg.flat_lrs):
+        problems.append(f"--flat-lrs is {' '.join(map(str, cfg.flat_lrs))}; "
+                        f"give one or more positive numbers")
+    for name in ["master_ent", "sub_ent"]:
+        if not 0 <= getattr(cfg, name) < float("inf"):
+            problems.append(f"{flag(name)} is {getattr(cfg, name)}; it must be 0 or more")
+    if not 0 < cfg.gamma <= 1 or not 0 <= cfg.lam <= 1:
+        problems.append(f"--gamma {cfg.gamma} and --lam {cfg.lam}: gamma must be in (0, 1], "
+                        f"lam in [0, 1]")
+    if cfg.steps < cfg.max_steps:   # else an iteration may end no episode, and score 0
+        problems.append(f"--steps {cfg.steps} is shorter than --max-steps {cfg.max_steps}; an "
+                        f"iteration must be able to finish an episode: raise --steps")
+    if cfg.env == "rooms" and cfg.rooms < 2:
+        problems.append(f"--rooms is {cfg.rooms}; a room maze has at least 2 x 2 rooms")
+    if cfg.env not in FAMILIES:
+        problems.append(f"--env {cfg.env!r} is not a task family here; "
+                        f"choose one of {', '.join(FAMILIES)}")
+    if cfg.eval_split not in envs.TaskFamily.SPLITS:
+        problems.append(f"--eval-split {cfg.eval_split!r}: choose test or validation")
+    unknown = [m for m in cfg.methods if m not in METHOD_NAMES]
+    if unknown or not cfg.methods:
+        problems.append(f"--methods {' '.join(cfg.methods)}: choose one or more of "
+                        f"{', '.join(METHOD_NAMES)}")
+    elif "shared" in cfg.methods and "flat" not in cfg.methods:
+        problems.append("--methods: shared needs flat too (the shared policy uses flat PPO's "
+                        "best learning rate)")
+    return problems
+
+
+def make_family(cfg):
+    """The task distribution the config names: goal cells of a maze, or Moving Bandits."""
+    if cfg.maze and cfg.env != "fourrooms":
+        raise ValueError(f"--maze makes goal tasks on your maze: use it with --env fourrooms, "
+                         f"not {cfg.env}")
+    start = None if cfg.random_start else "S"
+    if cfg.env == "fourrooms":
+        goals = dict(start=start, slip=cfg.slip, max_steps=cfg.max_steps)
+        if not cfg.maze:
+            return envs.GoalTasks(**goals)
+        try:
+            return envs.GoalTasks(**goals, rows=envs.read_maze(cfg.maze))
+        except (ValueError, OSError) as e:
+            why = e.strerror if isinstance(e, OSError) else e
+            raise ValueError(f"maze file {cfg.maze}: {why}") from None
+    if cfg.env == "rooms":
+        return envs.RoomTasks(cfg.rooms, start=start, slip=cfg.slip, max_steps=cfg.max_steps)
+    if cfg.env == "bandits":
+        return envs.BanditTasks(slip=cfg.slip, max_steps=cfg.max_steps)
+    raise ValueError(f"unknown env {cfg.env!r}: choose one of {', '.join(FAMILIES)}")
+
+
+# ---- Measures: intervals, each skill alone, and what the skills allow any master ----
 
 def summarise(score, success, rng):
     """AUC (mean normalised return over the iterations) per learner, its mean and 95% bootstrap CI.
@@ -791,16 +792,18 @@ def summarise(score, success, rng):
     if np.ptp(auc) == 0:
         ci = (float(auc[0]), float(auc[0]))
     else:
-        res = bootstrap((auc,), np.mean, confidence_level=0.95, n_resamples=10000, method="percentile", rng=rng)
+        res = bootstrap((auc,), np.mean, confidence_level=0.95, n_resamples=10000,
+                        method="percentile", rng=rng)
         ci = (float(res.confidence_interval.low), float(res.confidence_interval.high))
-    reach = np.flatnonzero(success.mean(axis=0) >= 0.8)
-    half = 1.96 * score.std(axis=0) / np.sqrt(len(score))        # normal-approximation band, per iteration
+    hit80 = np.flatnonzero(success.mean(axis=0) >= 0.8)
+    half = 1.96 * score.std(axis=0) / np.sqrt(len(score))    # normal-approximation band
+    mean = score.mean(axis=0)
     return {"auc": float(auc.mean()), "auc_ci": list(ci), "success_auc": float(success.mean()),
-            "curve": score.mean(axis=0).round(4).tolist(),
-            "curve_band": [(score.mean(0) - half).clip(0, 1).round(4).tolist(),
-                           (score.mean(0) + half).clip(0, 1).round(4).tolist()],
+            "curve": mean.round(4).tolist(),
+            "curve_band": [(mean - half).clip(0, 1).round(4).tolist(),
+                           (mean + half).clip(0, 1).round(4).tolist()],
             "success_curve": success.mean(axis=0).round(4).tolist(),
-            "iters_to_80": int(reach[0]) + 1 if len(reach) else None}
+            "iters_to_80": int(hit80[0]) + 1 if len(hit80) else None}
 
 
 def skills_alone(cfg, family, subs, iters=4):
@@ -811,31 +814,34 @@ def skills_alone(cfg, family, subs, iters=4):
     of each column's best is what a master that knew the task could get by
     picking one sub-policy for the whole episode.
     """
-    tasks, K = family.held_out(cfg.eval_split), subs.p["W0"].shape[0]
-    T = len(tasks)
+    tasks, K = family.held_out(cfg.eval_split), subs.G
+    n_tasks = len(tasks)
     rng = np.random.default_rng([cfg.seed, 6])
     env = family.make(np.tile(np.repeat(tasks, cfg.envs), K), cfg.eval_split, seed=child_seed(rng))
-    # learner k * T + j is sub-policy k on task j, acting every step as if it were a flat policy
-    alone = Agent(Net.from_params({w: np.repeat(subs.p[w], T, axis=0) for w in subs.p}, 0.0), value=None)
-    runner = Runner(env, K * T)
+    # learner k * n_tasks + j is sub-policy k on task j, acting every step as a flat policy would
+    alone = new_agent(rng, K * n_tasks, family.obs_dim, family.n_actions, cfg, 0.0)
+    for w in alone.master.p:
+        alone.master.p[w][...] = np.repeat(subs.p[w], n_tasks, axis=0)
+    runner = Runner(env, K * n_tasks)
     success = [runner.run(alone, cfg.steps, rng).success for _ in range(iters)]
-    return np.mean(success, axis=0).reshape(K, T)
+    return np.mean(success, axis=0).reshape(K, n_tasks)
 
 
 def reach(cfg, family, subs, rollouts=32):
-    """What the skills let a master do on goal tasks, by dynamic programming (None for other families).
+    """What the skills let a master do on goal tasks, by dynamic programming (None otherwise).
 
     Every sub-policy k is run `rollouts` times for N steps from every cell.
     A master decides at steps 0, N, 2N, ..., so the best any master can do
     (even one that also knew the time) is a backward recursion over its
-    decisions j = D-1 .. 0 (D = T / N rounded up), for every goal g at once:
+    decisions j = J-1 .. 0 (J = T / N rounded up), for every goal g at once:
 
-        W_j(c, g) = max_k mean_r [ 1 / (jN + tau)      if rollout r of k from c first meets g at its step tau
-                                   W_{j+1}(end, g)     else, `end` being where that rollout ended ]
-        W_D = 0
+        V_j(c, g) = max_k mean_r [ 1 / (jN + tau)      if rollout r of k from c first meets g
+                                                       at its step tau
+                                   V_{j+1}(end, g)     else, `end` being where it ended ]
+        V_J = 0
 
     With the score d(s, g) / steps, the best expected score from start s is
-    d(s, g) W_0(s, g). The same recursion with 1 for a hit gives the best
+    d(s, g) V_0(s, g). The same recursion with 1 for a hit gives the best
     success; with the mean over k instead of the max, how often a uniformly
     random master (a fresh one) meets g; with K = 1 and uniformly random
     actions, how often a random walk (flat PPO at its start) does.
@@ -848,12 +854,12 @@ def reach(cfg, family, subs, rollouts=32):
     rng = np.random.default_rng([cfg.seed, 7])
 
     def first_meetings(logits_of, K):
-        """first[c, k, r, g]: the step (1..N) at which rollout r of skill k from cell c first met g, 0 if not;
-        and cells[c, k, r, t], where it was after step t + 1."""
+        """first[c, k, r, g]: the step (1..N) at which rollout r of skill k from cell c first met
+        g, 0 if not; and cells[c, k, r, t], where it was after step t + 1."""
         env = family.make(np.zeros(C * K * rollouts, dtype=int), seed=child_seed(rng))
         env.autoreset = False                                   # goals do not end these rollouts
         env.reset()
-        env.pos[:] = np.repeat(np.arange(C), K * rollouts)      # copy i starts at cell i // (K * rollouts)
+        env.pos[:] = np.repeat(np.arange(C), K * rollouts) # copy i starts at i // (K rollouts)
         k = np.tile(np.repeat(np.arange(K), rollouts), C)
         cells = np.empty((N, env.n), dtype=int)
         for t in range(N):
@@ -862,79 +868,38 @@ def reach(cfg, family, subs, rollouts=32):
         cells = cells.T.reshape(C, K, rollouts, N)
         first = np.zeros((C, K, rollouts, C), dtype=np.int16)
         c, kk, r = np.indices((C, K, rollouts))
-        for t in reversed(range(N)):                            # the earliest meeting is written last
+        for t in reversed(range(N)):                            # the earliest meeting written last
             first[c, kk, r, cells[..., t]] = t + 1
         return first, cells
 
     def recursion(first, cells, value_of_hit, over_skills):
-        V = np.zeros((C, C))                                    # V_D
+        V = np.zeros((C, C))                                    # V_J
         for j in reversed(range(-(-T // N))):
-            n_j = min(N, T - j * N)                             # the last decision may be cut short by T
+            n_j = min(N, T - j * N)                             # T may cut the last decision short
             hit = (first > 0) & (first <= n_j)
-            V = over_skills(np.where(hit, value_of_hit(j * N + first), V[cells[..., n_j - 1]]).mean(2), axis=1)
+            later = V[cells[..., n_j - 1]]
+            V = over_skills(np.where(hit, value_of_hit(j * N + first), later).mean(2), axis=1)
         return V                                                # V_0 (start cell, goal)
 
     skills = lambda obs, k: subs(obs[None])[k, np.arange(len(k))]
-    first, cells = first_meetings(skills, subs.p["W0"].shape[0])
-    W = recursion(first, cells, lambda t: 1.0 / np.maximum(t, 1), np.max)
+    first, cells = first_meetings(skills, subs.G)
+    best = recursion(first, cells, lambda t: 1.0 / np.maximum(t, 1), np.max)
     best_success = recursion(first, cells, lambda t: np.ones(t.shape), np.max)
     master_visit = recursion(first, cells, lambda t: np.ones(t.shape), np.mean)
     first, cells = first_meetings(lambda obs, k: np.zeros((len(k), family.n_actions)), 1)
     walk_visit = recursion(first, cells, lambda t: np.ones(t.shape), np.mean)
 
     starts = np.arange(C) if family.start is None else np.array([maze.start])
-    per_goal = lambda V: np.array([np.mean([V[s, g] for s in starts if s != g]) if set(starts) - {g} else np.nan
-                                   for g in range(C)])
-    return {"best_score": per_goal(maze.dist * W), "best_success": per_goal(best_success),
+
+    def per_goal(V):
+        return np.array([np.mean([V[s, g] for s in starts if s != g]) if set(starts) - {g}
+                         else np.nan for g in range(C)])
+
+    return {"best_score": per_goal(maze.dist * best), "best_success": per_goal(best_success),
             "master_visit": per_goal(master_visit), "walk_visit": per_goal(walk_visit)}
 
 
-def evaluate(cfg, family, subs, log=print):
-    """The paper's measure on held-out tasks for MLSH and the three baselines (those in cfg.methods).
-
-    Returns the results per method and MLSH's trained masters (for pictures; None without MLSH).
-    """
-    D, A, K = family.obs_dim, family.n_actions, cfg.subpolicies
-    results, learners, t0 = {}, {}, time.time()
-
-    def run(name, make_agent):
-        score, success, learners[name] = fine_tune(cfg, family, make_agent, cfg.seeds)
-        stats_rng = np.random.default_rng([cfg.seed, 3, zlib.crc32(name.encode())])   # its own: order-free
-        res = summarise(score, success, stats_rng)
-        log(f"  {name:<14s} AUC {res['auc']:.3f} [{res['auc_ci'][0]:.3f}, {res['auc_ci'][1]:.3f}]"
-            f"  80% success at iteration {res['iters_to_80']}  ({time.time() - t0:.0f}s)")
-        return res
-
-    if "flat" in cfg.methods:
-        # flat PPO from scratch: the best learning rate of a small sweep, chosen on these very tasks
-        sweep = {lr: run(f"flat lr={lr:g}", lambda rng, L, lr=lr: new_agent(rng, L, D, A, cfg, lr))
-                 for lr in cfg.flat_lrs}
-        best = max(sweep, key=lambda lr: sweep[lr]["auc"])
-        results["flat"] = dict(sweep[best], lr=best, sweep={str(lr): r["auc"] for lr, r in sweep.items()})
-    if "mlsh" in cfg.methods:
-        results["mlsh"] = run("mlsh", lambda rng, L: new_agent(rng, L, D, K, cfg, cfg.master_lr, cfg.macro,
-                                                               subs=subs))
-    if "random_subs" in cfg.methods:
-        random_subs = Net(np.random.default_rng([cfg.seed, 4]), K, D, A, cfg, cfg.sub_lr, out_scale=0.01)
-        results["random_subs"] = run("random subs", lambda rng, L: new_agent(rng, L, D, K, cfg, cfg.master_lr,
-                                                                             cfg.macro, subs=random_subs))
-    if "shared" in cfg.methods:
-        shared = pretrain_shared(cfg, family, best, np.random.default_rng([cfg.seed, 5]))
-
-        def from_shared(rng, L):
-            agent = new_agent(rng, L, D, A, cfg, best)
-            for net, src in [(agent.master, shared.master), (agent.value, shared.value)]:
-                for k in net.p:
-                    net.p[k][...] = src.p[k]          # every learner starts from the shared weights
-            return agent
-
-        results["shared"] = run("shared", from_shared)
-    return results, learners.get("mlsh")
-
-
-# ---------------------------------------------------------------------------
-# Benchmark (plumbing): rollout throughput and seconds per PPO iteration
-# ---------------------------------------------------------------------------
+# ---- Benchmark: rollout throughput and seconds per PPO iteration ------------
 
 def bench(cfg, log=print):
     """Env steps per second with the policy's forward pass, and seconds per PPO iteration."""
@@ -943,38 +908,41 @@ def bench(cfg, log=print):
     D, A, K = family.obs_dim, family.n_actions, cfg.subpolicies
     figures = {}
     for copies in (64, 256):
+        subs = Net.new(rng, K, D, A, cfg, 1e-3)
         for name, agent in [("flat", new_agent(rng, 1, D, A, cfg, 1e-3)),
-                            ("mlsh", new_agent(rng, 1, D, K, cfg, 1e-3, cfg.macro, subs=Net(rng, K, D, A, cfg, 1e-3)))]:
+                            ("mlsh", new_agent(rng, 1, D, K, cfg, 1e-3, cfg.macro, subs=subs))]:
             runner = Runner(family.make(family.sample(rng, copies), seed=0), 1)
             runner.run(agent, 16, rng)                                  # warm up
             t0 = time.perf_counter()
             runner.run(agent, 256, rng)
             rate = copies * 256 / (time.perf_counter() - t0)
             figures[f"rollout_{name}_{copies}"] = rate
-            log(f"rollout  {name:4s} {copies:3d} envs: {rate:9,.0f} env steps/s (policy forward included)")
+            log(f"rollout  {name:4s} {copies:3d} envs: {rate:9,.0f} env steps/s "
+                f"(policy forward included)")
     M, E = cfg.tasks, cfg.envs
-    subs = Net(rng, K, D, A, cfg, cfg.sub_lr, out_scale=0.01)
+    subs = Net.new(rng, K, D, A, cfg, cfg.sub_lr, out_scale=0.01)
     runner = Runner(family.make(np.repeat(family.sample(rng, M), E), seed=0), M)
-    for name, agent, joint in [("flat", new_agent(rng, M, D, A, cfg, 3e-3), False),
-                               ("mlsh", new_agent(rng, M, D, K, cfg, cfg.master_lr, cfg.macro, subs, True), True)]:
+    for name, agent, joint in [
+            ("flat", new_agent(rng, M, D, A, cfg, 3e-3), False),
+            ("mlsh", new_agent(rng, M, D, K, cfg, cfg.master_lr, cfg.macro, subs, True), True)]:
         times = []
         for _ in range(6):
             t0 = time.perf_counter()
             update(agent, runner.run(agent, cfg.steps, rng), cfg, rng, train_subs=joint)
             times.append(time.perf_counter() - t0)
         figures[f"iteration_{name}"] = float(np.median(times[1:]))
-        log(f"PPO iteration {name:4s} ({M} tasks x {E} envs x {cfg.steps} steps = {M * E * cfg.steps} steps):"
-            f" {figures[f'iteration_{name}']:.3f} s  (rollout and update{', joint: θ and φ' if joint else ''})")
+        log(f"PPO iteration {name:4s} ({M} tasks x {E} envs x {cfg.steps} steps = "
+            f"{M * E * cfg.steps} steps): {figures[f'iteration_{name}']:.3f} s  "
+            f"(rollout and update{', joint: θ and φ' if joint else ''})")
     return figures
 
 
-# ---------------------------------------------------------------------------
-# Checkpoints (plumbing): the sub-policies and the config they were trained with
-# ---------------------------------------------------------------------------
+# ---- Checkpoints: the sub-policies and the config they were trained with ----
 
-SHAPE_FIELDS = ("env", "max_steps", "slip", "random_start", "subpolicies", "macro", "hidden", "layers")
-FREE_ON_RESUME = ("rounds", "eval_iters", "seeds", "flat_lrs", "out", "maze", "rooms", "preset", "eval_split",
-                  "methods")                                         # may differ when resuming
+SHAPE_FIELDS = ("env", "max_steps", "slip", "random_start", "subpolicies", "macro", "hidden",
+                "layers")
+FREE_ON_RESUME = ("rounds", "eval_iters", "seeds", "flat_lrs", "out", "maze", "rooms", "preset",
+                  "eval_split", "methods")                           # may differ when resuming
 
 
 def save_checkpoint(path, cfg, family, state):
@@ -985,13 +953,14 @@ def save_checkpoint(path, cfg, family, state):
     arrays.update({f"adam_m.{k}": v for k, v in subs.opt.m.items()})
     arrays.update({f"adam_v.{k}": v for k, v in subs.opt.v.items()})
     arrays["adam_t"] = np.array(subs.opt.t)
-    meta = {"config": dataclasses.asdict(cfg), "maze": family.maze.rows, "history": state["history"],
-            "rng": state["rng"].bit_generator.state, "env_rng": state["env_rng"].bit_generator.state}
+    meta = {"config": dataclasses.asdict(cfg), "maze": family.maze.rows,
+            "history": state["history"], "rng": state["rng"].bit_generator.state,
+            "env_rng": state["env_rng"].bit_generator.state}
     arrays["meta"] = np.array(json.dumps(meta))                      # text, so no pickle is needed
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         np.savez(f, **arrays)
-    os.replace(tmp, path)                                            # the old file stays whole until here
+    os.replace(tmp, path)                                  # the old file stays whole until here
 
 
 def load_checkpoint(path, cfg, family, resume):
@@ -1002,7 +971,8 @@ def load_checkpoint(path, cfg, family, resume):
     hierarchy's shape must. Returns what meta_train(resume=...) takes.
     """
     if not os.path.isfile(path):
-        raise ValueError(f"checkpoint {path}: no such file (a run writes runs/<preset>/checkpoint.npz)")
+        raise ValueError(f"checkpoint {path}: no such file "
+                         f"(a run writes runs/<preset>/checkpoint.npz)")
     with open(path, "rb") as f:
         if f.read(4) != b"PK\x03\x04":                      # every .npz is a zip file
             raise ValueError(f"checkpoint {path} is not a checkpoint (.npz) file: "
@@ -1018,12 +988,14 @@ def load_checkpoint(path, cfg, family, resume):
                              f"use a checkpoint that mlsh.py wrote") from None
         raise ValueError(f"checkpoint {path} is damaged or not a checkpoint ({e}): "
                          f"use another, or train anew without --load") from None
-    except Exception as e:   # a truncated zip, a missing entry, bad JSON: all mean the same to the user
-        raise ValueError(f"checkpoint {path} is damaged or not a checkpoint ({type(e).__name__}: {e}): "
-                         f"use another, or train anew without --load") from None
-    saved, now = meta["config"], json.loads(json.dumps(dataclasses.asdict(cfg)))   # tuples as lists, like saved
+    except Exception as e:   # a truncated zip, a missing entry, bad JSON: the same to the user
+        raise ValueError(f"checkpoint {path} is damaged or not a checkpoint ({type(e).__name__}: "
+                         f"{e}): use another, or train anew without --load") from None
+    saved = meta["config"]
+    now = json.loads(json.dumps(dataclasses.asdict(cfg)))             # tuples as lists, like saved
     keys = [k for k in now if k not in FREE_ON_RESUME] if resume else SHAPE_FIELDS
-    diffs = [f"{k} is {saved.get(k)!r} there, {now[k]!r} here" for k in keys if saved.get(k) != now[k]]
+    diffs = [f"{k} is {saved.get(k)!r} there, {now[k]!r} here"
+             for k in keys if saved.get(k) != now[k]]
     if meta["maze"] != family.maze.rows:
         diffs.append("its maze layout is not this run's")
     if diffs:
@@ -1031,12 +1003,11 @@ def load_checkpoint(path, cfg, family, resume):
                          f"Give the flags it was trained with, or train anew without --load")
     opt = Adam(params, cfg.sub_lr)
     opt.m, opt.v, opt.t = m, v, int(t)
-    return {"subs": params, "opt": opt, "history": meta["history"], "rng": meta["rng"], "env_rng": meta["env_rng"]}
+    return {"subs": params, "opt": opt, "history": meta["history"], "rng": meta["rng"],
+            "env_rng": meta["env_rng"]}
 
 
-# ---------------------------------------------------------------------------
-# Watching a trained master (plumbing): one episode, as text or as a picture
-# ---------------------------------------------------------------------------
+# ---- Watching a trained master: one episode, as text or as a picture --------
 
 def play_episode(family, agent, m, seed, split="test"):
     """One episode of learner m's master over the sub-policies, on its held-out task."""
@@ -1056,8 +1027,9 @@ def play_episode(family, agent, m, seed, split="test"):
         active.append(k)
         if term[0] or trunc[0]:
             break
-    return {"cells": cells, "active": active, "macro": agent.macro, "success": bool(info["success"][0]),
-            "best": int(env.best[0]), "landmarks": env.landmarks(0), "maze": env.maze}
+    return {"cells": cells, "active": active, "macro": agent.macro,
+            "success": bool(info["success"][0]), "best": int(env.best[0]),
+            "landmarks": env.landmarks(0), "maze": env.maze}
 
 
 def render_episode(ep):
@@ -1068,19 +1040,18 @@ def render_episode(ep):
     runs = "".join(str(k) for k in ep["active"])
     outcome = (f"reached the goal in {steps} steps (shortest {ep['best']})" if ep["success"]
                else f"did not reach the goal in {steps} steps")
-    return (ep["maze"].render(marks) + f"\nS start, digits: the sub-policy acting in that cell; {outcome}\n"
-            f"sub-policy per step (the master chooses every {ep['macro']}): {runs}")
+    return (ep["maze"].render(marks) + f"\nS start, digits: the sub-policy acting in that cell; "
+            f"{outcome}\nsub-policy per step (the master chooses every {ep['macro']}): {runs}")
 
 
-# ---------------------------------------------------------------------------
-# Figures (plumbing): PNG files, no window needed
-# ---------------------------------------------------------------------------
+# ---- Figures: PNG files, no window needed -----------------------------------
 
-METHODS = [("mlsh", "MLSH"), ("flat", "flat PPO"), ("shared", "shared policy"), ("random_subs", "random sub-policies")]
+METHODS = [("mlsh", "MLSH"), ("flat", "flat PPO"), ("shared", "shared policy"),
+           ("random_subs", "random sub-policies")]
 
 
 def plot_episode(plt, path, maze, ep, colours):
-    """One episode of a trained master (play_episode): the path coloured by the active sub-policy."""
+    """One episode of a trained master (play_episode), coloured by the acting sub-policy."""
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.imshow(~maze.free, cmap="Greys", vmin=0, vmax=1.6)
     rc = maze.cells[ep["cells"]]
@@ -1095,7 +1066,8 @@ def plot_episode(plt, path, maze, ep, colours):
         ax.scatter(c, r, marker="*", s=250, color="red" if ch in "G$" else "gray", zorder=3)
     for k in sorted(set(ep["active"])):
         ax.plot([], [], color=colours(k), lw=3, label=f"sub-policy {k}")
-    outcome = f"goal in {len(ep['active'])} steps (shortest {ep['best']})" if ep["success"] else "goal not reached"
+    outcome = (f"goal in {len(ep['active'])} steps (shortest {ep['best']})" if ep["success"]
+               else "goal not reached")
     ax.set(title=f"A trained master on a held-out task: {outcome}", xticks=[], yticks=[])
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -1103,8 +1075,8 @@ def plot_episode(plt, path, maze, ep, colours):
 
 
 def plot_reach(plt, path, maze, maps, held, start):
-    """reach()'s maps over the maze: per goal cell, a random walk's and a random master's chance of meeting
-    it, and the best master's score; the held-out goals framed."""
+    """reach()'s maps over the maze: per goal cell, a random walk's and a random master's chance of
+    meeting it, and the best master's score; the held-out goals framed."""
     panels = [("walk_visit", "a random walk meets the goal\n(flat PPO at its start)"),
               ("master_visit", "a random master over the skills\nmeets the goal (a fresh master)"),
               ("best_score", "the best master's score with\nthese skills (what MLSH can reach)")]
@@ -1116,11 +1088,13 @@ def plot_reach(plt, path, maze, maps, held, start):
         ax.imshow(np.where(maze.free, np.nan, 1.0), cmap="Greys", vmin=0, vmax=1.6)
         for g in held:
             r, c = maze.cells[g]
-            ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="red", lw=1.5))
+            ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="red",
+                                       lw=1.5))
         if start is not None:
             r, c = maze.cells[start]
             ax.text(c, r, "S", ha="center", va="center", color="black", fontweight="bold")
-        ax.set_title(f"{title}\nheld-out goals (red): mean {np.nanmean(maps[key][held]):.2f}", fontsize=9)
+        ax.set_title(f"{title}\nheld-out goals (red): mean {np.nanmean(maps[key][held]):.2f}",
+                     fontsize=9)
         ax.set(xticks=[], yticks=[])
     fig.colorbar(im, ax=axes, shrink=0.8)
     fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -1128,8 +1102,8 @@ def plot_reach(plt, path, maze, maps, held, start):
 
 
 def plot_all(out, family, results, history, subs, ep, maps=None, held=()):
-    """Write curves.png, subpolicies.png, episode.png (when MLSH was evaluated), meta_training.png and, for
-    goal tasks, reach.png into `out`."""
+    """Write curves.png, subpolicies.png, episode.png (when MLSH was evaluated), meta_training.png
+    and, for goal tasks, reach.png into `out`."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -1146,28 +1120,29 @@ def plot_all(out, family, results, history, subs, ep, maps=None, held=()):
         ax.fill_between(x, *r["curve_band"], color=f"C{i}", alpha=0.2)
     ax.axhline(1.0, color="gray", ls="--", lw=1)
     ax.text(1, 1.01, "optimum", color="gray", va="bottom")
-    ax.set(xlabel="iteration of fine-tuning on a held-out task", ylabel="normalised return", ylim=(0, 1.1),
-           title="Learning held-out tasks (mean and 95% band over seeds and tasks)")
+    ax.set(xlabel="iteration of fine-tuning on a held-out task", ylabel="normalised return",
+           ylim=(0, 1.1), title="Learning held-out tasks (mean and 95% band over seeds and tasks)")
     ax.legend(loc="lower right", fontsize=8)
     fig.savefig(os.path.join(out, "curves.png"), dpi=110, bbox_inches="tight")
     plt.close(fig)
 
-    # 2. sub-policy maps: the most likely action in every free cell, its probability as length and shade
+    # 2. sub-policy maps: the most likely action in every free cell, its probability as length
     maze = family.maze
     env = family.make([family.test_tasks[0]], "test", seed=0)   # any task: the maps ignore the goal
     env.reset()
-    probs = np.exp(log_softmax(subs(env.obs_at(np.arange(maze.n_cells))[None])))   # (K, n_cells, A)
+    probs = np.exp(log_softmax(subs(env.obs_at(np.arange(maze.n_cells))[None])))   # (K, cells, A)
     K = len(probs)
     fig, axes = plt.subplots(1, K, figsize=(3.2 * K, 3.4), squeeze=False)
     for k, ax in enumerate(axes[0]):
         best, p = probs[k].argmax(-1), probs[k].max(-1)
         d = envs.MOVES[best] * (0.85 * p)[:, None]
         ax.imshow(~maze.free, cmap="Greys", vmin=0, vmax=1.6)
-        ax.quiver(maze.cells[:, 1] - d[:, 1] / 2, maze.cells[:, 0] - d[:, 0] / 2, d[:, 1], d[:, 0], p,
-                  cmap="viridis", clim=(0.25, 1), angles="xy", scale_units="xy", scale=1, width=0.012)
+        ax.quiver(maze.cells[:, 1] - d[:, 1] / 2, maze.cells[:, 0] - d[:, 0] / 2, d[:, 1], d[:, 0],
+                  p, cmap="viridis", clim=(0.25, 1), angles="xy", scale_units="xy", scale=1,
+                  width=0.012)
         for cell, ch in env.landmarks(0).items():
-            ax.text(maze.cells[cell, 1], maze.cells[cell, 0], ch, ha="center", va="center", color="red",
-                    fontweight="bold")
+            ax.text(maze.cells[cell, 1], maze.cells[cell, 0], ch, ha="center", va="center",
+                    color="red", fontweight="bold")
         ax.set(title=f"sub-policy {k}", xticks=[], yticks=[])
     fig.suptitle("Most likely action per cell (arrow length and colour: its probability)")
     fig.savefig(os.path.join(out, "subpolicies.png"), dpi=110, bbox_inches="tight")
@@ -1183,14 +1158,16 @@ def plot_all(out, family, results, history, subs, ep, maps=None, held=()):
     rounds = [h["round"] for h in history]
     a1.plot(rounds, [h["warmup_success"] for h in history], "o-", label="end of warmup (θ only)")
     a1.plot(rounds, [h["joint_success"] for h in history], "s-", label="end of joint (θ and φ)")
-    a1.set(xlabel="round", ylabel="success rate", ylim=(0, 1.05), title="A fresh master on training tasks")
+    a1.set(xlabel="round", ylabel="success rate", ylim=(0, 1.05),
+           title="A fresh master on training tasks")
     a1.legend(fontsize=8)
     usage = np.array([h["usage"] for h in history])
     bottom = np.zeros(len(rounds))
     for k in range(usage.shape[1]):
         a2.bar(rounds, usage[:, k], bottom=bottom, color=colours(k), label=f"sub-policy {k}")
         bottom += usage[:, k]
-    a2.set(xlabel="round", ylabel="share of steps", ylim=(0, 1), title="How often each sub-policy acts")
+    a2.set(xlabel="round", ylabel="share of steps", ylim=(0, 1),
+           title="How often each sub-policy acts")
     a2.legend(fontsize=8, loc="lower right")
     fig.savefig(os.path.join(out, "meta_training.png"), dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -1201,9 +1178,7 @@ def plot_all(out, family, results, history, subs, ep, maps=None, held=()):
                    maze.start if family.start is not None else None)
 
 
-# ---------------------------------------------------------------------------
-# Command line (plumbing: options, the results file, the table)
-# ---------------------------------------------------------------------------
+# ---- Command line: options, progress, the results file, the table -----------
 
 QUICK = dict(rounds=2, tasks=2, warmup=2, joint=2, envs=4, eval_iters=3, seeds=1, flat_lrs=(3e-3,))
 RUN_OPTIONS = [  # flags that change what is shown or kept, not what is learned
@@ -1234,16 +1209,20 @@ class Parser(argparse.ArgumentParser):
 
 
 def parse_args(argv=None):
-    """Config from the command line (the env's preset, then --quick, then the flags given), and the run options."""
+    """Config from the command line (the env's preset, then --quick, then the flags given), and the
+    run options."""
     p = Parser(
-        description="Meta Learning Shared Hierarchies on grid mazes: meta-train sub-policies, then "
-                    "compare how fast a fresh master learns held-out tasks against three baselines. "
+        description="Meta Learning Shared Hierarchies on grid mazes: meta-train sub-policies, "
+                    "then compare how fast a fresh master learns held-out tasks against three "
+                    "baselines. "
                     "Defaults marked * come from the preset (--env E uses preset E).")
     helps = field_help()
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
-        preset = {e: PRESETS[e][f.name] for e in PRESETS if f.name in PRESETS[e] and f.name != "env"}
-        default = ", ".join(f"{e} {v}" for e, v in preset.items()) + "*" if preset else repr(f.default)
+        preset = {e: PRESETS[e][f.name] for e in PRESETS
+                  if f.name in PRESETS[e] and f.name != "env"}
+        default = (", ".join(f"{e} {v}" for e, v in preset.items()) + "*" if preset
+                   else repr(f.default))
         h = f"{helps.get(f.name, '')} (default: {default})"
         if f.type in (bool, "bool"):
             p.add_argument(flag, action="store_true", default=None, help=h)
@@ -1253,23 +1232,26 @@ def parse_args(argv=None):
             p.add_argument(flag, type=type(f.default), default=None, help=h)
     for flag, h in RUN_OPTIONS:
         p.add_argument(flag, action="store_true", help=h)
-    p.add_argument("--load", metavar="FILE", help="a checkpoint.npz: resume meta-training from it (or, with "
-                                                  "--eval-only, only evaluate it)")
+    p.add_argument("--load", metavar="FILE", help="a checkpoint.npz: resume meta-training from it "
+                                                  "(or, with --eval-only, only evaluate it)")
     args = vars(p.parse_args(argv))
-    opts = argparse.Namespace(**{k: args.pop(k) for k in ["quick", "bench", "quiet", "no_plots", "render",
-                                                          "eval_only", "load"]})
+    opts = argparse.Namespace(**{k: args.pop(k) for k in ["quick", "bench", "quiet", "no_plots",
+                                                          "render", "eval_only", "load"]})
     if args["env"] is not None and args["env"] not in FAMILIES:
-        p.error(f"--env {args['env']!r} is not a task family here; choose one of {', '.join(FAMILIES)}")
+        p.error(f"--env {args['env']!r} is not a task family here; "
+                f"choose one of {', '.join(FAMILIES)}")
     preset = args["preset"] or args["env"] or Config.preset
     if preset not in PRESETS:
         p.error(f"--preset {preset!r} is not a preset here; choose one of {', '.join(PRESETS)}")
     if args["env"] is not None and args["env"] != PRESETS[preset]["env"]:
-        p.error(f"--preset {preset} is for --env {PRESETS[preset]['env']}: leave out --env, or choose another preset")
+        p.error(f"--preset {preset} is for --env {PRESETS[preset]['env']}: leave out --env, "
+                f"or choose another preset")
     if opts.eval_only and not opts.load:
         p.error("--eval-only evaluates a trained checkpoint: give it with --load FILE")
     settings = dict(PRESETS[preset])
     if settings["env"] == "rooms":                       # T and S follow the maze's size
-        settings.update(rooms_budget(args["rooms"] if args["rooms"] is not None else settings["rooms"]))
+        settings.update(rooms_budget(args["rooms"] if args["rooms"] is not None
+                                     else settings["rooms"]))
     values = {**settings, "preset": preset, **(QUICK if opts.quick else {}),
               **{k: v for k, v in args.items() if v is not None}}
     for f in dataclasses.fields(Config):
@@ -1291,7 +1273,8 @@ def check_writable(folder):
             pass
         os.remove(probe)
     except OSError as e:
-        raise ValueError(f"cannot write into the output folder {folder} ({e.strerror}): choose another with --out")
+        raise ValueError(f"cannot write into the output folder {folder} ({e.strerror}): "
+                         f"choose another with --out")
 
 
 def write_json(path, data):
@@ -1302,22 +1285,87 @@ def write_json(path, data):
     os.replace(tmp, path)
 
 
+def finite(what, params):
+    """Stop with a message naming `what` when a network's weights hold NaN or inf. A NaN anywhere in
+    training (a reward, a value, an advantage) reaches the weights: ppo_loss passes it on."""
+    if not all(np.isfinite(v).all() for v in params.values()):
+        raise FloatingPointError(f"{what} became NaN or infinite")
+
+
+def each_round(cfg, family, ckpt, log):
+    """meta_train's after_round: refuse weights that are no longer finite, save the checkpoint, and
+    print the progress line
+
+        round r/R  tasks M  warmup-success w  joint-success j  usage u_1..u_K  steps/s  elapsed  eta
+
+    w and j are the success rates of the last warmup and the last joint iteration, u_k the share
+    of steps sub-policy k acted in the round (u_k near 0: the masters ignore sub-policy k). Two
+    sub-policies that learned the same skill do not show here; skills_alone shows them."""
+    t0, first = time.time(), None
+    steps_per_round = (cfg.warmup + cfg.joint) * cfg.tasks * cfg.envs * cfg.steps
+
+    def after_round(subs, history, rng, env_rng):
+        nonlocal first
+        rec = history[-1]
+        first = rec["round"] - 1 if first is None else first
+        finite(f"the sub-policies' weights in round {rec['round']}", subs.p)
+        save_checkpoint(ckpt, cfg, family, {"subs": subs, "history": history, "rng": rng,
+                                            "env_rng": env_rng})
+        elapsed, done = time.time() - t0, rec["round"] - first
+        warm = rec["warmup_success"]
+        log(f"round {rec['round']:3d}/{cfg.rounds}  tasks {rec['tasks']}  "
+            f"warmup-success {warm if warm is not None else float('nan'):.2f}  "
+            f"joint-success {rec['joint_success']:.2f}  "
+            f"usage {' '.join(f'{u:.2f}' for u in rec['usage'])}  "
+            f"{done * steps_per_round / elapsed:,.0f} steps/s  elapsed {elapsed:.0f}s  "
+            f"eta {elapsed / done * (cfg.rounds - rec['round']):.0f}s")
+
+    return after_round
+
+
+def evaluate_all(cfg, family, subs, log):
+    """Run evaluate; summarise each method as it finishes (flat PPO: its best rate), print a line.
+    Returns the results per method and MLSH's trained masters (None without MLSH)."""
+    results, flat, masters, t0 = {}, {}, None, time.time()
+    for name, lr, score, success, learners in evaluate(cfg, family, subs):
+        label = {"flat": f"flat lr={lr:g}", "random_subs": "random subs"}.get(name, name)
+        finite(f"the masters' weights of {label}", learners.master.p)
+        rng = np.random.default_rng([cfg.seed, 3, zlib.crc32(label.encode())])   # order-free
+        res = summarise(score, success, rng)
+        log(f"  {label:<14s} AUC {res['auc']:.3f} [{res['auc_ci'][0]:.3f}, {res['auc_ci'][1]:.3f}]"
+            f"  80% success at iteration {res['iters_to_80']}  ({time.time() - t0:.0f}s)")
+        if name == "flat":
+            flat[lr] = res
+        else:
+            results[name] = res
+        if name == "mlsh":
+            masters = learners
+    if flat:
+        best = max(flat, key=lambda lr: flat[lr]["auc"])
+        sweep = {str(lr): r["auc"] for lr, r in flat.items()}
+        results["flat"] = dict(flat[best], lr=best, sweep=sweep)
+    return results, masters
+
+
 def table(results):
     lines = [f"{'method':<14s} {'AUC':>6s}  {'95% CI':<16s} {'80% success at':>14s}"]
     for name in [m for m in METHOD_NAMES if m in results]:
         r = results[name]
         it = "never" if r["iters_to_80"] is None else f"iteration {r['iters_to_80']}"
         label = name + (f" lr={r['lr']:g}" if name == "flat" else "")
-        lines.append(f"{label:<14s} {r['auc']:6.3f}  [{r['auc_ci'][0]:.3f}, {r['auc_ci'][1]:.3f}]  {it:>14s}")
+        lines.append(f"{label:<14s} {r['auc']:6.3f}  [{r['auc_ci'][0]:.3f}, {r['auc_ci'][1]:.3f}]"
+                     f"  {it:>14s}")
     return "\n".join(lines)
 
 
 def skills_table(skills):
-    """How each sub-policy does alone on the held-out tasks (a row per sub-policy when there are few tasks)."""
-    lines = [f"\neach sub-policy alone, no master (success on the held-out tasks): the best one per task "
-             f"averages {skills['best_per_task']:.2f}"]
+    """How each sub-policy does alone on the held-out tasks (a row per sub-policy when there are
+    few tasks)."""
+    lines = [f"\neach sub-policy alone, no master (success on the held-out tasks): the best one "
+             f"per task averages {skills['best_per_task']:.2f}"]
     if len(skills["tasks"]) <= 4:
-        lines += [f"  sub-policy {k}: " + "  ".join(f"task {t}: {s:.2f}" for t, s in zip(skills["tasks"], row))
+        lines += [f"  sub-policy {k}: " + "  ".join(f"task {t}: {s:.2f}"
+                                                     for t, s in zip(skills["tasks"], row))
                   for k, row in enumerate(skills["success"])]
     return "\n".join(lines)
 
@@ -1330,26 +1378,29 @@ def main(argv=None):
         return
     try:
         family = make_family(cfg)
-        out = os.path.abspath(cfg.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "runs", cfg.preset))
+        here = os.path.dirname(os.path.abspath(__file__))
+        out = os.path.abspath(cfg.out or os.path.join(here, "runs", cfg.preset))
         check_writable(out)
-        resume = load_checkpoint(opts.load, cfg, family, resume=not opts.eval_only) if opts.load else None
+        resume = (load_checkpoint(opts.load, cfg, family, resume=not opts.eval_only)
+                  if opts.load else None)
     except ValueError as e:
         print(f"mlsh: {e}", file=sys.stderr)
         raise SystemExit(2)
     ckpt = os.path.join(out, "checkpoint.npz")
     t0 = time.time()
-    where = f" ({cfg.maze})" if cfg.maze else f" ({cfg.rooms} x {cfg.rooms})" if cfg.env == "rooms" else ""
-    log(f"MLSH on {cfg.env}{where}: K={cfg.subpolicies} sub-policies, N={cfg.macro}, T={cfg.max_steps}, "
-        f"S={cfg.steps}, W={cfg.warmup}, U={cfg.joint}, {cfg.rounds} rounds of {cfg.tasks} tasks side by side; "
-        f"held-out tasks: {len(family.held_out(cfg.eval_split))} ({cfg.eval_split})")
+    where = (f" ({cfg.maze})" if cfg.maze else f" ({cfg.rooms} x {cfg.rooms})" if cfg.env == "rooms"
+             else "")
+    log(f"MLSH on {cfg.env}{where}: K={cfg.subpolicies} sub-policies, N={cfg.macro}, "
+        f"T={cfg.max_steps}, S={cfg.steps}, W={cfg.warmup}, U={cfg.joint}, {cfg.rounds} rounds of "
+        f"{cfg.tasks} tasks side by side; held-out tasks: "
+        f"{len(family.held_out(cfg.eval_split))} ({cfg.eval_split})")
     if opts.eval_only:
-        subs = Net.from_params(resume["subs"], cfg.sub_lr, name="sub-policies")
-        history = resume["history"]
+        subs, history = Net(resume["subs"], cfg.sub_lr), resume["history"]
         log(f"evaluating the sub-policies of {opts.load} ({len(history)} rounds of meta-training)")
     else:
         try:
-            subs, history = meta_train(cfg, family, np.random.default_rng([cfg.seed, 1]), log, resume,
-                                       save=lambda state: save_checkpoint(ckpt, cfg, family, state))
+            subs, history = meta_train(cfg, family, np.random.default_rng([cfg.seed, 1]), resume,
+                                       after_round=each_round(cfg, family, ckpt, log))
         except KeyboardInterrupt:
             args = list(argv if argv is not None else sys.argv[1:])
             if "--load" in args:                                   # drop an earlier --load FILE
@@ -1358,17 +1409,19 @@ def main(argv=None):
                   f"resume with: python mlsh.py {' '.join(args + ['--load', ckpt])}")
             raise SystemExit(130)
         except FloatingPointError as e:
-            kept = f"the last good checkpoint is intact in {ckpt}" if os.path.exists(ckpt) else "no round completed"
-            print(f"mlsh: meta-training stopped: {e}; {kept}. Try a smaller learning rate", file=sys.stderr)
+            kept = (f"the last good checkpoint is intact in {ckpt}" if os.path.exists(ckpt)
+                    else "no round completed")
+            print(f"mlsh: meta-training stopped: {e}; {kept}. Try a smaller learning rate",
+                  file=sys.stderr)
             raise SystemExit(2)
     t_meta = time.time() - t0
     log(f"meta-training took {t_meta:.0f}s; fine-tuning a fresh learner on each held-out task, "
         f"{cfg.seeds} seed(s) each, {cfg.eval_iters} iterations:")
     try:
-        results, masters = evaluate(cfg, family, subs, log=log)
+        results, masters = evaluate_all(cfg, family, subs, log)
     except FloatingPointError as e:
-        print(f"mlsh: evaluation stopped: {e}; the sub-policies are intact in {opts.load or ckpt}",
-              file=sys.stderr)
+        print(f"mlsh: evaluation stopped: {e}; the sub-policies are intact in {opts.load or ckpt}. "
+              f"Try a smaller learning rate", file=sys.stderr)
         raise SystemExit(2)
     t_eval = time.time() - t0 - t_meta
     alone = skills_alone(cfg, family, subs)
@@ -1376,12 +1429,15 @@ def main(argv=None):
     skills = {"tasks": held.tolist(), "success": alone.round(3).tolist(),
               "best_per_task": float(alone.max(axis=0).mean())}
     maps = reach(cfg, family, subs)
-    reached = None if maps is None else {k: {"mean": float(np.nanmean(v[held])), "per_task": v[held].round(3).tolist()}
-                                         for k, v in maps.items()}
+    reached = None if maps is None else {
+        k: {"mean": float(np.nanmean(v[held])), "per_task": v[held].round(3).tolist()}
+        for k, v in maps.items()}
     write_json(os.path.join(out, "results.json"),
-               {"config": dataclasses.asdict(cfg), "methods": results, "skills_alone": skills, "reach": reached,
-                "meta_training": history, "seconds": {"meta_training": t_meta, "evaluation": t_eval}})
-    ep = play_episode(family, masters, 0, seed=cfg.seed, split=cfg.eval_split) if masters is not None else None
+               {"config": dataclasses.asdict(cfg), "methods": results, "skills_alone": skills,
+                "reach": reached, "meta_training": history,
+                "seconds": {"meta_training": t_meta, "evaluation": t_eval}})
+    ep = (play_episode(family, masters, 0, seed=cfg.seed, split=cfg.eval_split)
+          if masters is not None else None)
     if not opts.no_plots:
         plot_all(out, family, results, history, subs, ep, maps, held)
     if opts.render and ep is not None:
@@ -1389,12 +1445,14 @@ def main(argv=None):
     print("\n" + table(results))
     print(skills_table(skills))
     if reached is not None:
-        print(f"what the skills allow on the held-out goals (reach): the best possible master scores "
-              f"{reached['best_score']['mean']:.2f} (success {reached['best_success']['mean']:.2f}); a random master "
-              f"meets a goal in {reached['master_visit']['mean']:.2f} of its episodes, a random walk in "
+        print(f"what the skills allow on the held-out goals (reach): the best possible master "
+              f"scores {reached['best_score']['mean']:.2f} (success "
+              f"{reached['best_success']['mean']:.2f}); a random master meets a goal in "
+              f"{reached['master_visit']['mean']:.2f} of its episodes, a random walk in "
               f"{reached['walk_visit']['mean']:.2f}")
-    print(f"\nAUC = mean normalised return over {cfg.eval_iters} fine-tuning iterations (1 = always the shortest path)."
-          f"\nmeta-training {t_meta:.0f}s, evaluation {t_eval:.0f}s; results, checkpoint and figures in {out}")
+    print(f"\nAUC = mean normalised return over {cfg.eval_iters} fine-tuning iterations "
+          f"(1 = always the shortest path).\nmeta-training {t_meta:.0f}s, evaluation "
+          f"{t_eval:.0f}s; results, checkpoint and figures in {out}")
 
 
 if __name__ == "__main__":

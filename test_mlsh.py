@@ -3,6 +3,8 @@
 Run: python -m pytest -q
 """
 import ast
+import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import os
@@ -23,7 +25,7 @@ import mlsh
 
 
 # ---------------------------------------------------------------------------
-# Gradients: hand-written backprop against finite differences (float64)
+# Exercise 1, mlp_backward: hand-written backprop against finite differences (float64)
 # ---------------------------------------------------------------------------
 
 def _flat(p):
@@ -48,6 +50,13 @@ def test_mlp_backward_matches_finite_differences():
     p = mlsh.mlp_init(rng, 3, [5, 7, 6, 4], out_scale=0.7, dtype=np.float64)   # two tanh layers, G=3
     x = rng.standard_normal((3, 9, 5))
     target = rng.standard_normal((3, 9, 4))
+    out, hs = mlsh.mlp_forward(p, x)
+    grads = mlsh.mlp_backward(p, hs, out - target)
+    assert sorted(grads) == sorted(p), \
+        f"mlp_backward returned gradients for {sorted(grads)}; the network has {sorted(p)}: one per weight"
+    for k in p:
+        assert np.shape(grads[k]) == p[k].shape, \
+            f"mlp_backward's gradient {k} has shape {np.shape(grads[k])}; the weight {k} has {p[k].shape}"
 
     def f(v):
         out, _ = mlsh.mlp_forward(_unflat(v, p), x)
@@ -58,66 +67,112 @@ def test_mlp_backward_matches_finite_differences():
         out, hs = mlsh.mlp_forward(q, x)
         return _flat(mlsh.mlp_backward(q, hs, out - target))
 
+    for k in p:                                  # layer by layer first, to say where it goes wrong
+        one = lambda v, k=k: {**p, k: v.reshape(p[k].shape)}
+        fk = lambda v: 0.5 * ((mlsh.mlp_forward(one(v), x)[0] - target) ** 2).sum()
+        gk = lambda v: mlsh.mlp_backward(one(v), mlsh.mlp_forward(one(v), x)[1],
+                                         mlsh.mlp_forward(one(v), x)[0] - target)[k].ravel()
+        err = check_grad(fk, gk, p[k].ravel(), epsilon=1e-7) / np.linalg.norm(gk(p[k].ravel()))
+        assert err < 1e-6, (f"mlp_backward's gradient is off for {k}: relative error {err:.2g} against "
+                            f"finite differences (layers are W0, b0 first; the last layer is W2, b2)")
     err = _rel_err(f, g, p)
     assert err < 1e-6, f"mlp_backward's gradient is off: relative error {err:.2g} against finite differences"
 
 
-def test_ppo_loss_and_value_loss_gradients_match_finite_differences():
+def test_value_loss_gradient_matches_finite_differences():
     rng = np.random.default_rng(1)
-    G, B, D, A = 2, 40, 6, 4
-    pi = mlsh.mlp_init(rng, G, [D, 8, 8, A], out_scale=1.0, dtype=np.float64)
-    vf = mlsh.mlp_init(rng, G, [D, 8, 1], dtype=np.float64)
-    x = rng.standard_normal((G, B, D))
-    act = rng.integers(0, A, (G, B))
-    logits0, _ = mlsh.mlp_forward(pi, x)
-    # old log probs spread around the current ones, so that some ratios are clipped and some not
-    old_logp = np.take_along_axis(mlsh.log_softmax(logits0), act[..., None], -1)[..., 0] + rng.normal(0, 0.3, (G, B))
-    adv = rng.standard_normal((G, B))
-    ret = rng.standard_normal((G, B))
-    w = rng.random((G, B))
+    vf = mlsh.mlp_init(rng, 2, [6, 8, 1], dtype=np.float64)
+    x, ret, w = rng.standard_normal((2, 40, 6)), rng.standard_normal((2, 40)), rng.random((2, 40))
     w /= w.sum(1, keepdims=True)
-    ratio = np.exp(np.take_along_axis(mlsh.log_softmax(logits0), act[..., None], -1)[..., 0] - old_logp)
-    clipped = np.abs(ratio - 1) > 0.2
-    assert 0.1 < clipped.mean() < 0.9            # both branches of the clip are exercised
-    both = dict(pi=pi, vf=vf)
-    layout = {f"{n}.{k}": a for n, net in both.items() for k, a in net.items()}
-
-    def split(v):
-        q = _unflat(v, layout)
-        return ({k[3:]: a for k, a in q.items() if k.startswith("pi.")},
-                {k[3:]: a for k, a in q.items() if k.startswith("vf.")})
-
-    def f(v):
-        qp, qv = split(v)
-        lp, _ = mlsh.ppo_loss(mlsh.mlp_forward(qp, x)[0], act, old_logp, adv, w, 0.2, 0.05)
-        lv, _ = mlsh.value_loss(mlsh.mlp_forward(qv, x)[0], ret, w)
-        return (lp + lv).sum()
+    f = lambda v: mlsh.value_loss(mlsh.mlp_forward(_unflat(v, vf), x)[0], ret, w)[0].sum()
 
     def g(v):
-        qp, qv = split(v)
-        out, hs = mlsh.mlp_forward(qp, x)
-        _, dlogits = mlsh.ppo_loss(out, act, old_logp, adv, w, 0.2, 0.05)
-        vout, vhs = mlsh.mlp_forward(qv, x)
-        _, dv = mlsh.value_loss(vout, ret, w)
-        gp, gv = mlsh.mlp_backward(qp, hs, dlogits), mlsh.mlp_backward(qv, vhs, dv)
-        return np.concatenate([_flat(gp), _flat(gv)])
+        out, hs = mlsh.mlp_forward(_unflat(v, vf), x)
+        return _flat(mlsh.mlp_backward(_unflat(v, vf), hs, mlsh.value_loss(out, ret, w)[1]))
 
-    err = _rel_err(f, g, layout)
-    assert err < 1e-6, f"the PPO and value gradients are off: relative error {err:.2g} against finite differences"
+    assert _rel_err(f, g, vf) < 1e-6
 
 
-def test_ppo_loss_clips_the_ratio_by_hand():
-    # two actions, pi = (0.5, 0.5), action 0 taken with old probability 0.25: ratio r = 2
+# ---------------------------------------------------------------------------
+# Exercise 2, ppo_loss: the clipped surrogate, the entropy bonus and their gradient
+# ---------------------------------------------------------------------------
+
+def _ppo_case(seed=1, G=2, B=40, A=4):
+    """Logits, actions, old log probs spread around the current ones (so that some ratios are clipped
+    and some not), advantages and weights."""
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal((G, B, A))
+    act = rng.integers(0, A, (G, B))
+    logp = np.take_along_axis(mlsh.log_softmax(logits), act[..., None], -1)[..., 0]
+    old_logp = logp + rng.normal(0, 0.3, (G, B))
+    w = rng.random((G, B))
+    return logits, act, old_logp, rng.standard_normal((G, B)), w / w.sum(1, keepdims=True)
+
+
+def test_ppo_loss_gradient_matches_finite_differences():
+    logits, act, old_logp, adv, w = _ppo_case()
+    ratio = np.exp(np.take_along_axis(mlsh.log_softmax(logits), act[..., None], -1)[..., 0] - old_logp)
+    clipped = np.abs(ratio - 1) > 0.2
+    assert 0.1 < clipped.mean() < 0.9            # both branches of the clip are exercised
+    f = lambda z: mlsh.ppo_loss(z.reshape(logits.shape), act, old_logp, adv, w, 0.2, 0.05)[0].sum()
+    g = lambda z: mlsh.ppo_loss(z.reshape(logits.shape), act, old_logp, adv, w, 0.2, 0.05)[1].ravel()
+    loss, dlogits = mlsh.ppo_loss(logits, act, old_logp, adv, w, 0.2, 0.05)
+    assert np.shape(loss) == (2,) and np.shape(dlogits) == logits.shape, \
+        f"ppo_loss returns a loss per network (2,) and dL/dlogits {logits.shape}; got {np.shape(loss)} " \
+        f"and {np.shape(dlogits)}"
+    for name, ent, keep in [("the surrogate alone (ent_coef = 0)", 0.0, ~clipped),
+                            ("the surrogate where the ratio is clipped", 0.0, clipped),
+                            ("the entropy bonus alone (advantages 0)", 0.05, None)]:
+        a = adv * keep if keep is not None else 0 * adv
+        fk = lambda z: mlsh.ppo_loss(z.reshape(logits.shape), act, old_logp, a, w, 0.2, ent)[0].sum()
+        gk = lambda z: mlsh.ppo_loss(z.reshape(logits.shape), act, old_logp, a, w, 0.2, ent)[1].ravel()
+        num = np.array([(fk(logits.ravel() + e) - fk(logits.ravel() - e)) / 2e-6
+                        for e in 1e-6 * np.eye(logits.size)])
+        err = np.linalg.norm(num - gk(logits.ravel())) / max(np.linalg.norm(num), 1e-12)
+        assert err < 1e-5 or np.linalg.norm(num - gk(logits.ravel())) < 1e-8, \
+            f"ppo_loss's gradient of {name} is off: relative error {err:.2g} against finite differences"
+    err = check_grad(f, g, logits.ravel(), epsilon=1e-7) / np.linalg.norm(g(logits.ravel()))
+    assert err < 1e-6, f"ppo_loss's gradient is off: relative error {err:.2g} against finite differences"
+
+
+def test_ppo_loss_by_hand():
+    # two actions, pi = (0.5, 0.5), action 0 taken with old probability 0.25: the ratio r = 2
     logits, act, old_logp, w = np.zeros((1, 1, 2)), np.array([[0]]), np.log([[0.25]]), np.ones((1, 1))
-    # A = +1: min(2 * 1, 1.2 * 1) = 1.2 is the clipped term, so no gradient
-    loss, dlogits = mlsh.ppo_loss(logits, act, old_logp, np.array([[1.0]]), w, clip=0.2, ent_coef=0.0)
-    assert np.allclose(loss, [-1.2]) and np.allclose(dlogits, 0.0)
-    # A = -1: min(-2, -1.2) = -2 is the unclipped term; dL/dz = -r A (onehot - pi) = 2 (0.5, -0.5)
-    loss, dlogits = mlsh.ppo_loss(logits, act, old_logp, np.array([[-1.0]]), w, clip=0.2, ent_coef=0.0)
-    assert np.allclose(loss, [2.0]) and np.allclose(dlogits, [[[1.0, -1.0]]])
-    # the entropy bonus of a uniform policy is log 2, and its gradient there is 0
+    cases = [  # (A, what it tests, loss, dL/dlogits)
+        (1.0, "A = +1, r = 2 > 1 + clip: min(r A, 1.2 A) is the clipped term 1.2, which has no gradient",
+         [-1.2], [[[0.0, 0.0]]]),
+        (-1.0, "A = -1, r = 2: min(-2, -1.2) = -2 is the unclipped term; dL/dz = -r A (onehot - pi)",
+         [2.0], [[[1.0, -1.0]]]),
+    ]
+    for a, what, loss_by_hand, grad_by_hand in cases:
+        loss, dlogits = mlsh.ppo_loss(logits, act, old_logp, np.array([[a]]), w, clip=0.2, ent_coef=0.0)
+        assert np.allclose(loss, loss_by_hand), \
+            f"ppo_loss: {what}; the loss (minimised: minus the surrogate) is {loss_by_hand[0]}, got {loss}"
+        assert np.allclose(dlogits, grad_by_hand), \
+            f"ppo_loss: {what}: dL/dlogits is {grad_by_hand[0][0]}, got {np.ravel(dlogits)}"
+    # the ratio inside [1 - clip, 1 + clip] (r = 1.1): both terms are equal and the gradient is r A (onehot - pi)
+    loss, dlogits = mlsh.ppo_loss(logits, act, np.log([[0.5 / 1.1]]), np.array([[1.0]]), w, 0.2, 0.0)
+    assert np.allclose(loss, [-1.1]) and np.allclose(dlogits, [[[-0.55, 0.55]]]), \
+        (f"ppo_loss: with r = 1.1 inside the clip range the surrogate is r A = 1.1 and its gradient must "
+         f"flow: dL/dz = -r A (onehot - pi) = (-0.55, 0.55); got loss {loss}, gradient {np.ravel(dlogits)}")
+    # the entropy bonus of a uniform policy is log 2 and is maximal there: the loss is -ent_coef log 2
     loss, dlogits = mlsh.ppo_loss(logits, act, np.log([[0.5]]), np.array([[0.0]]), w, clip=0.2, ent_coef=0.1)
-    assert np.allclose(loss, [-0.1 * np.log(2)]) and np.allclose(dlogits, 0.0)
+    assert np.allclose(loss, [-0.1 * np.log(2)]) and np.allclose(dlogits, 0.0), \
+        (f"ppo_loss: the entropy of a uniform policy over 2 actions is log 2, a bonus, so the loss is "
+         f"-0.1 log 2 = {-0.1 * np.log(2):.4f} with zero gradient; got {loss}, {np.ravel(dlogits)}")
+    # an entropy bonus pushes a peaked policy towards uniform: a descent step must lower the top logit
+    _, dlogits = mlsh.ppo_loss(np.array([[[2.0, 0.0]]]), act, np.log([[0.5]]), np.array([[0.0]]), w, 0.2, 0.1)
+    assert dlogits[0, 0, 0] > 0 > dlogits[0, 0, 1], \
+        (f"ppo_loss: an entropy bonus rewards uncertainty, so dL/dz is positive for the likelier action "
+         f"and descent lowers it; got {np.ravel(dlogits)}")
+    # the weights w: the loss is the w-weighted sum over the batch, not the plain mean
+    two = np.zeros((1, 2, 2))
+    loss, dlogits = mlsh.ppo_loss(two, np.array([[0, 0]]), np.log([[0.5, 0.5]]), np.array([[1.0, -1.0]]),
+                                  np.array([[0.25, 0.75]]), 0.2, 0.0)
+    assert np.allclose(loss, [-(0.25 * 1 - 0.75 * 1)]) and np.allclose(dlogits[0, 1], [0.375, -0.375]), \
+        (f"ppo_loss: samples count by their weights w (summing to 1): with r = 1, A = (1, -1) and "
+         f"w = (0.25, 0.75) the loss is 0.5 and the second sample's dL/dz (0.375, -0.375); got {loss}, "
+         f"{dlogits[0, 1]}")
 
 
 def test_log_softmax_is_stable_for_large_logits():
@@ -136,67 +191,137 @@ def test_sample_follows_the_probabilities():
 
 
 # ---------------------------------------------------------------------------
-# Advantages
+# Exercise 3, gae: advantages backwards through time
 # ---------------------------------------------------------------------------
 
-def test_discount_cumsum_example():
-    assert np.allclose(mlsh.discount_cumsum(np.array([1.0, 1.0, 1.0]), 0.5), [1.75, 1.5, 1.0])
+def _gae_case(S=60, n=5, seed=3):
+    rng = np.random.default_rng(seed)
+    rew, val, next_val = rng.random((S, n)), rng.standard_normal((S, n)), rng.standard_normal((S, n))
+    term = rng.random((S, n)) < 0.08
+    trunc = ~term & (rng.random((S, n)) < 0.08)
+    return rew, val, next_val, term, term | trunc
 
 
-def test_gae_loop_by_hand():
+def test_gae_by_hand():
     # one stream of 4 steps: the goal is reached at step 2 (terminated), the step limit hits at 3 (truncated)
     rew = np.array([[0.0], [0.0], [1.0], [0.0]])
     val = next_val = np.full((4, 1), 0.5)
     term = np.array([[0], [0], [1], [0]], bool)
     end = np.array([[0], [0], [1], [1]], bool)
     # delta = r + 0.9 (1 - term) V' - V = (-0.05, -0.05, 0.5, -0.05); A_t = delta_t + 0.45 (1 - end_t) A_t+1
-    expected = [[-0.05 + 0.45 * 0.175], [-0.05 + 0.45 * 0.5], [0.5], [-0.05]]
-    assert np.allclose(mlsh.gae_loop(rew, val, next_val, term, end, 0.9, 0.5), expected)
-    assert np.allclose(mlsh.gae(rew, val, next_val, term, end, 0.9, 0.5), expected)
+    expected = np.array([[-0.05 + 0.45 * 0.175], [-0.05 + 0.45 * 0.5], [0.5], [-0.05]])
+    got = mlsh.gae(rew, val, next_val, term, end, 0.9, 0.5)
+    assert np.shape(got) == (4, 1), f"gae returns one advantage per step and stream, (4, 1); got {np.shape(got)}"
+    assert np.allclose(got, expected), \
+        f"gae on the worked example (the comments of test_gae_by_hand) gives {np.ravel(got)}, not {np.ravel(expected)}"
 
 
-def test_gae_lfilter_equals_the_loop():
-    rng = np.random.default_rng(3)
-    S, n = 80, 7
-    rew, val, next_val = rng.random((S, n)), rng.standard_normal((S, n)), rng.standard_normal((S, n))
-    term = rng.random((S, n)) < 0.05
-    end = term | (rng.random((S, n)) < 0.05)
-    a = mlsh.gae_loop(rew, val, next_val, term, end, 0.99, 0.95)
-    b = mlsh.gae(rew, val, next_val, term, end, 0.99, 0.95)
-    assert np.allclose(a, b, atol=1e-10)
-    # one episode, no ends: GAE with lambda = 1 is the discounted return minus the value
-    r = rng.random((10, 1))
-    v = np.zeros((10, 1))
-    nothing = np.zeros((10, 1), bool)
-    assert np.allclose(mlsh.gae(r, v, v, nothing, nothing, 0.9, 1.0), mlsh.discount_cumsum(r, 0.9))
+def test_gae_does_not_flow_across_an_episode_end():
+    rew, val, next_val, _, _ = (a[:, :1] for a in _gae_case(S=8, n=1))
+    later = rew.copy()
+    later[4:] += 10.0                                     # after step 3 comes another episode
+    for kind, is_term in [("truncation (end, not term)", False), ("termination (term and end)", True)]:
+        term, end = np.zeros((8, 1), bool), np.zeros((8, 1), bool)
+        end[3], term[3] = True, is_term                   # the episode ends at step 3
+        a = mlsh.gae(rew, val, next_val, term, end, 0.99, 0.95)
+        b = mlsh.gae(later, val, next_val, term, end, 0.99, 0.95)
+        assert np.allclose(a[:4], b[:4]), \
+            (f"gae: the advantage flows back across a {kind} at step 3: A_t for t <= 3 changed when only the "
+             f"rewards after step 3 did. The sum must stop at every episode end (end[t]), not only at term")
 
 
-def _zero_value_net(G, D):
-    cfg = mlsh.Config(hidden=4)
-    net = mlsh.Net(np.random.default_rng(0), G, D, 1, cfg, 1e-3)
-    for k in net.p:
-        net.p[k][...] = 0
-    return net
+def test_gae_bootstraps_through_a_truncation_and_never_through_a_termination():
+    rew, val, next_val, _, _ = (a[:, :1] for a in _gae_case(S=6, n=1))
+    term, end = np.zeros((6, 1), bool), np.zeros((6, 1), bool)
+    change = lambda t: (mlsh.gae(rew, val, next_val + (np.arange(6) == t)[:, None], term, end, 0.9, 0.5)
+                        - mlsh.gae(rew, val, next_val, term, end, 0.9, 0.5))[:, 0]
+    assert np.allclose(change(0), [0.9, 0, 0, 0, 0, 0]), \
+        (f"gae: delta_t = r_t + gamma V(s_(t+1)) - V(s_t) takes V(s_(t+1)) from next_val[t]: raising "
+         f"next_val[0] by 1 must raise A_0 by gamma = 0.9 and nothing else; the advantages changed by "
+         f"{change(0).round(3)}")
+    end[2] = True                                         # truncated at step 2: the final observation's value counts
+    assert np.allclose(change(2), [0.9 * 0.45 ** 2, 0.9 * 0.45, 0.9, 0, 0, 0]), \
+        (f"gae: at a truncation (end without term) the episode was cut short, so delta bootstraps from "
+         f"next_val: raising next_val[2] by 1 must raise A_2 by gamma = 0.9 (and A_1, A_0 by gamma lam "
+         f"times that); the advantages changed by {change(2).round(3)}")
+    term[2] = True                                        # terminated at step 2: no value after it
+    assert np.allclose(change(2), 0.0), \
+        (f"gae: after a termination there is no next state, so next_val[2] must not count (1 - term); "
+         f"raising it changed the advantages by {change(2).round(3)}")
 
 
-def _rollout(decide, rew, term=None, trunc=None):
+def test_gae_is_the_recursion_on_many_streams():
+    rew, val, next_val, term, end = _gae_case()
+    gamma, lam = 0.97, 0.9
+    before = [a.copy() for a in (rew, val, next_val, term, end)]
+    adv = mlsh.gae(rew, val, next_val, term, end, gamma, lam)
+    assert all(np.array_equal(a, b) for a, b in zip(before, (rew, val, next_val, term, end))), \
+        "gae must not change its inputs"
+    assert np.shape(adv) == rew.shape, f"gae returns an (S, n) array like rew, {rew.shape}; got {np.shape(adv)}"
+    delta = rew + gamma * (1.0 - term) * next_val - val
+    back = adv.copy()
+    back[:-1] -= gamma * lam * (1.0 - end[:-1]) * adv[1:]          # A_t - gamma lam (1 - end_t) A_{t+1}
+    bad = np.argwhere(~np.isclose(back, delta, atol=1e-9))
+    assert len(bad) == 0, \
+        (f"gae breaks A_t = delta_t + gamma lam (1 - end_t) A_(t+1) (with A_S = 0) at step {bad[0][0]} of "
+         f"stream {bad[0][1]} (of {rew.shape[1]}, over {rew.shape[0]} steps): is every stream, every step and "
+         f"the last step done, with gamma lam (not gamma alone) and the mask of step t itself?")
+
+
+# ---------------------------------------------------------------------------
+# Exercise 4, master_transitions: the master's own MDP
+# ---------------------------------------------------------------------------
+
+def _value_net(G, D):
+    """G linear value functions (no hidden layer): network g's value of obs is (g + 1) * obs[0]."""
+    p = mlsh.mlp_init(np.random.default_rng(0), G, [D, 1], dtype=np.float64)
+    p["W0"][:] = 0.0
+    p["W0"][:, 0, 0] = np.arange(1, G + 1)
+    p["b0"][:] = 0.0
+    return mlsh.Net(p, 1e-3)
+
+
+def _rollout(decide, rew, term=None, trunc=None, obs=None, next_obs=None):
     S, n = rew.shape
     z = np.zeros((S, n))
     none = np.zeros((S, n), bool)
-    return mlsh.Rollout(obs=np.zeros((S, n, 2)), next_obs=np.zeros((S, n, 2)), decide=decide,
+    return mlsh.Rollout(obs=np.zeros((S, n, 2)) if obs is None else obs,
+                        next_obs=np.zeros((S, n, 2)) if next_obs is None else next_obs, decide=decide,
                         choice=z.astype(int), choice_logp=z, act=z.astype(int), act_logp=z, rew=rew,
                         term=none if term is None else term, trunc=none if trunc is None else trunc,
                         score=None, success=None, usage=None)
+
+
+def _transitions(ro, E, gamma, lam, G):
+    """master_transitions' result as {(step, copy): (advantage, return)}, whatever its order."""
+    t, i, adv, ret = mlsh.master_transitions(ro, _value_net(G, 2), E, gamma, lam)
+    assert len(t) == len(i) == len(adv) == len(ret), \
+        "master_transitions returns t, i, adv, ret with one entry per decision each"
+    return {(int(a), int(b)): (float(c), float(d)) for a, b, c, d in zip(t, i, adv, ret)}
+
+
+def _check_decisions(got, expected, why):
+    assert set(got) == set(expected), \
+        (f"master_transitions: one transition per decision, at the (step, copy) where ro.decide is True: "
+         f"expected {sorted(expected)}, got {sorted(got)}")
+    for key, (adv, ret) in expected.items():
+        assert np.isclose(got[key][0], adv), (f"master_transitions: the decision at step {key[0]} of copy "
+                                              f"{key[1]} ({why[key]}) has advantage {got[key][0]:.4f}, "
+                                              f"expected {adv:.4f}")
+        assert np.isclose(got[key][1], ret), (f"master_transitions: the decision at step {key[0]} of copy "
+                                              f"{key[1]} has return {got[key][1]:.4f}, expected {ret:.4f}: "
+                                              f"the return is the advantage plus V(obs)")
 
 
 def test_master_transitions_reward_is_the_sum_over_its_N_steps():
     # one copy, decisions at steps 0 and 3 (N = 3); rewards at steps 1 and 5
     decide = np.array([[1], [0], [0], [1], [0], [0]], bool)
     rew = np.array([[0.0], [1.0], [0.0], [0.0], [0.0], [1.0]])
-    t, i, adv, ret = mlsh.master_transitions(_rollout(decide, rew), _zero_value_net(1, 2), 1, 0.5, 1.0)
-    assert list(t) == [0, 3] and list(i) == [0, 0]
+    got = _transitions(_rollout(decide, rew), 1, 0.5, 1.0, 1)
     # macro rewards are 1 and 1; with V = 0, gamma = 0.5 per decision: A = [1 + 0.5 * 1, 1]
-    assert np.allclose(adv, [1.5, 1.0])
+    _check_decisions(got, {(0, 0): (1.5, 1.5), (3, 0): (1.0, 1.0)},
+                     {(0, 0): "its reward is the sum of rew over steps 0-2, then gamma per decision",
+                      (3, 0): "its reward is the sum over steps 3-5"})
 
 
 def test_master_transitions_end_with_the_episode():
@@ -204,10 +329,61 @@ def test_master_transitions_end_with_the_episode():
     decide = np.array([[1], [0], [1], [0]], bool)
     rew = np.array([[0.0], [1.0], [0.0], [1.0]])
     term = np.array([[0], [1], [0], [0]], bool)
-    t, i, adv, ret = mlsh.master_transitions(_rollout(decide, rew, term=term), _zero_value_net(1, 2), 1, 0.5, 1.0)
-    assert list(t) == [0, 2]
-    assert np.allclose(adv, [1.0, 1.0])      # no credit flows across the episode end
+    got = _transitions(_rollout(decide, rew, term=term), 1, 0.5, 1.0, 1)
+    _check_decisions(got, {(0, 0): (1.0, 1.0), (2, 0): (1.0, 1.0)},
+                     {(0, 0): "the episode terminates at step 1: nothing after it counts",
+                      (2, 0): "a new episode"})
 
+
+def test_master_transitions_with_values_truncations_and_two_learners():
+    # n = 4 copies, E = 2 per learner: copies 0, 1 are learner 0 (V = obs[0]), copies 2, 3 learner 1
+    # (V = 2 obs[0]). gamma = 0.5, lam = 0.5 (gamma lam = 0.25), S = 6 steps. obs[t, i, 0] = t / 10 and
+    # next_obs[t, i, 0] = (t + 1) / 10, except where an episode ended: there next_obs is the final one.
+    S, n = 6, 4
+    decide, rew = np.zeros((S, n), bool), np.zeros((S, n))
+    term, trunc = np.zeros((S, n), bool), np.zeros((S, n), bool)
+    obs = np.zeros((S, n, 2))
+    obs[..., 0] = np.arange(S)[:, None] / 10
+    next_obs = obs + 0.1 * np.array([1.0, 0.0])
+    # copy 0: decisions at 0, 2, 4; truncated at step 3 (final observation 0.9); reward 1 at step 5
+    decide[[0, 2, 4], 0] = True
+    trunc[3, 0], next_obs[3, 0, 0], rew[5, 0] = True, 0.9, 1.0
+    # copy 2: decisions at 0, 2, 3, 5; 0.5 at step 1, 1 at step 2 where the episode terminates (final
+    # observation 0.7, never valued), 0.25 at step 3
+    decide[[0, 2, 3, 5], 2] = True
+    rew[[1, 2, 3], 2] = [0.5, 1.0, 0.25]
+    term[2, 2], next_obs[2, 2, 0] = True, 0.7
+    # copies 1 and 3: one decision at step 0 that lasts the whole rollout, no reward
+    decide[0, [1, 3]] = True
+    got = _transitions(_rollout(decide, rew, term, trunc, obs, next_obs), 2, 0.5, 0.5, 2)
+    # by hand: delta = R + gamma (1 - term) V(next_obs of the decision's last step) - V(obs); then
+    # A = delta + gamma lam (1 - end) A_next, where end is the episode's end or the rollout's
+    expected = {
+        (4, 0): (1 + 0.5 * 0.6 - 0.4, 0.9 + 0.4),          # R 1; the rollout ends: bootstrap V(0.6)
+        (2, 0): (0.5 * 0.9 - 0.2, 0.25 + 0.2),             # truncated at 3: bootstrap V(final 0.9), stop
+        (0, 0): (0.5 * 0.2 - 0.0 + 0.25 * 0.25, 0.1625),   # then gamma lam times the next decision's A
+        (0, 1): (0.5 * 0.6, 0.3),                          # one decision over all 6 steps
+        (5, 2): (0.5 * 1.2 - 1.0, -0.4 + 1.0),             # learner 1: V = 2 obs[0]
+        (3, 2): (0.25 + 0.5 * 1.0 - 0.6 + 0.25 * -0.4, 0.05 + 0.6),    # R = 0.25 over steps 3-4
+        (2, 2): (1.0 - 0.4, 1.0),                          # terminated: no value after it, and stop
+        (0, 2): (0.5 + 0.5 * 0.4 - 0.0 + 0.25 * 0.6, 0.85),  # R = 0 + 0.5 over steps 0-1
+        (0, 3): (0.5 * 1.2, 0.6),
+    }
+    why = {(4, 0): "the rollout ends inside it: bootstrap from next_obs of its last step, not a termination",
+           (2, 0): "truncated at step 3: bootstrap from the final observation's value, and A stops there",
+           (0, 0): "its successor's advantage comes back through gamma lam",
+           (0, 1): "one decision for the whole rollout",
+           (5, 2): "learner 1's value network: copy i belongs to learner i // E",
+           (3, 2): "a new episode; its reward is summed over its own steps 3-4",
+           (2, 2): "the episode terminates at its one step: no value after it",
+           (0, 2): "its reward is summed over steps 0-1, and it ends where the next decision starts",
+           (0, 3): "learner 1's value network, one decision"}
+    _check_decisions(got, expected, why)
+
+
+# ---------------------------------------------------------------------------
+# Rows and networks: the layout converters
+# ---------------------------------------------------------------------------
 
 def test_group_and_by_learner_round_trip():
     rng = np.random.default_rng(4)
@@ -231,19 +407,6 @@ def test_group_and_by_learner_round_trip():
 # ---------------------------------------------------------------------------
 # Environments
 # ---------------------------------------------------------------------------
-
-def _bfs(maze, src, blocked=None):
-    dist = {src: 0}
-    q = deque([src])
-    while q:
-        c = q.popleft()
-        for a in range(4):
-            d = int(maze.next_cell[c, a])
-            if d not in dist and d != blocked:
-                dist[d] = dist[c] + 1
-                q.append(d)
-    return dist
-
 
 def test_four_rooms_layout():
     m = envs.Maze(envs.FOUR_ROOMS)
@@ -293,11 +456,81 @@ def test_rooms_preset_scales_the_episode_with_the_maze():
     assert (cfg.max_steps, cfg.steps) == (100, 256)            # a flag given wins over the rule
 
 
-def test_bfs_distances_match_a_plain_breadth_first_search():
-    m = envs.Maze(envs.FOUR_ROOMS)
-    for src in [0, 17, 50, 103]:
-        ref = _bfs(m, src)
-        assert all(m.dist[src, d] == ref[d] for d in range(m.n_cells))
+@contextlib.contextmanager
+def _time_limit(seconds=20):
+    """Stop what runs inside with a message if it has not ended within `seconds` (bfs_distances' loop)."""
+    def too_long(*_):
+        raise TimeoutError(f"bfs_distances did not finish within {seconds} s: does the frontier keep "
+                           f"cells already seen, so that it never empties?")
+    old = signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _bfs_in_time(adjacency):
+    with _time_limit():
+        return envs.bfs_distances(adjacency)
+
+
+def _graph(n, edges):
+    a = np.zeros((n, n), bool)
+    for i, j in edges:
+        a[i, j] = True
+    return a
+
+
+def test_bfs_distances_by_hand():
+    cases = [  # (what, adjacency, distances by hand)
+        ("a one-way path 0 -> 1 -> 2 and a cell 3 on its own", _graph(4, [(0, 1), (1, 2)]),
+         [[0, 1, 2, -1], [-1, 0, 1, -1], [-1, -1, 0, -1], [-1, -1, -1, 0]]),
+        ("a one-way cycle 0 -> 1 -> 2 -> 3 -> 0", _graph(4, [(0, 1), (1, 2), (2, 3), (3, 0)]),
+         [[0, 1, 2, 3], [3, 0, 1, 2], [2, 3, 0, 1], [1, 2, 3, 0]]),
+        ("two ways from 0 to 3, of 1 and 3 moves, and self-loops (moves into a wall)",
+         _graph(4, [(0, 1), (1, 2), (2, 3), (0, 3), (0, 0), (2, 2)]),
+         [[0, 1, 2, 1], [-1, 0, 1, 2], [-1, -1, 0, 1], [-1, -1, -1, 0]]),
+    ]
+    for what, a, by_hand in cases:
+        got = _bfs_in_time(a)
+        assert np.shape(got) == a.shape, f"bfs_distances returns an (n, n) array like adjacency; got {np.shape(got)}"
+        assert np.issubdtype(np.asarray(got).dtype, np.integer), \
+            f"bfs_distances returns whole numbers of moves (an int array); got dtype {np.asarray(got).dtype}"
+        assert np.array_equal(got, by_hand), \
+            (f"bfs_distances on {what}: dist[i, j], the fewest moves from i to j (-1 if j cannot be reached, "
+             f"0 from a cell to itself), should be\n{np.array(by_hand)}\ngot\n{got}")
+    batch = np.stack([cases[0][1], cases[1][1]])
+    got = _bfs_in_time(batch)
+    assert np.shape(got) == batch.shape and np.array_equal(got, [cases[0][2], cases[1][2]]), \
+        "bfs_distances on a batch (2, n, n) of graphs must give each graph's own distances, (2, n, n)"
+
+
+def test_bfs_distances_are_the_fewest_moves():
+    """On Four Rooms, a random one-way graph and two mazes side by side (unreachable from each other):
+    dist[i, i] = 0, dist[i, j] = 1 + the least dist[k, j] over the cells k one move from i, and -1
+    exactly where no such k reaches j. These equations have one solution: the shortest paths."""
+    rng = np.random.default_rng(5)
+    with _time_limit():                                   # a Maze computes its distances
+        four, small = envs.Maze(envs.FOUR_ROOMS).adjacency, envs.Maze(envs.room_maze(2, size=2)).adjacency
+    two = np.zeros((len(four) + len(small),) * 2, bool)
+    two[:len(four), :len(four)], two[len(four):, len(four):] = four, small
+    for what, a in [("Four Rooms", four), ("a random one-way graph", rng.random((40, 40)) < 0.06),
+                    ("two mazes with no way between them", two)]:
+        d = np.asarray(_bfs_in_time(a))
+        assert d.shape == a.shape, f"bfs_distances on {what}: shape {d.shape}, not {a.shape}"
+        assert (np.diag(d) == 0).all(), f"bfs_distances on {what}: a cell is 0 moves from itself"
+        far = np.where(d < 0, np.inf, d).astype(float)
+        via = np.where(a[:, :, None], far[None, :, :], np.inf).min(axis=1) + 1   # 1 + min_k dist[k, j]
+        np.fill_diagonal(via, 0)
+        bad = np.argwhere(far != via)
+        if len(bad):
+            i, j = bad[0]
+            raise AssertionError(
+                f"bfs_distances on {what}: dist[{i}, {j}] is {d[i, j]}, but the fewest moves from {i} to {j} "
+                f"is {'none: -1' if via[i, j] == np.inf else int(via[i, j])} (one move from {i} to a "
+                f"neighbour k, then dist[k, {j}]; -1 marks a cell that cannot be reached)")
 
 
 def test_walls_stop_moves():
@@ -390,9 +623,12 @@ def test_bandit_layouts_are_split_and_best_paths_avoid_the_other_mark():
     env = fam.make(np.ones(300, dtype=int), "test", seed=1)
     env.reset()
     assert all(tuple(sorted(m)) in test for m in env.marks)
-    for i in range(300):
-        ref = _bfs(env.maze, int(env.pos[i]), blocked=int(env.marks[i, 0]))
-        assert env.best[i] == ref[int(env.marks[i, 1])]
+    # on the open grid the shortest way round the unpaid mark is the Manhattan distance, plus 2 when
+    # the mark lies on the one straight line between the agent and the paying mark
+    (r, c), (br, bc), (gr, gc) = (env.maze.cells[x].T for x in (env.pos, env.marks[:, 0], env.marks[:, 1]))
+    between = lambda x, lo, hi: (np.minimum(lo, hi) < x) & (x < np.maximum(lo, hi))
+    blocked = ((r == gr) & (br == r) & between(bc, c, gc)) | ((c == gc) & (bc == c) & between(br, r, gr))
+    assert np.array_equal(env.best, np.abs(r - gr) + np.abs(c - gc) + 2 * blocked) and blocked.any()
 
 
 def test_four_rooms_split_is_fixed_and_disjoint():
@@ -428,7 +664,7 @@ def test_flat_ppo_solves_a_four_rooms_goal():
 def test_mlsh_beats_flat_on_bandits():
     cfg, _ = mlsh.parse_args(["--env", "bandits", "--rounds", "6", "--seeds", "2", "--eval-iters", "10"])
     fam = mlsh.make_family(cfg)
-    subs, history = mlsh.meta_train(cfg, fam, np.random.default_rng([cfg.seed, 1]), log=lambda s: None)
+    subs, history = mlsh.meta_train(cfg, fam, np.random.default_rng([cfg.seed, 1]))
     assert history[-1]["warmup_success"] > 0.8      # a fresh master is good after the warmup alone
     alone = mlsh.skills_alone(cfg, fam, subs)       # (K, 2): each sub-policy alone on task 0 and task 1
     assert alone.max(axis=0).min() > 0.8 and alone.argmax(axis=0).tolist() in ([0, 1], [1, 0])   # one per mark
@@ -445,7 +681,7 @@ def _fixed_skills(fam, actions, hidden=8):
     p["W1"][:] = 0.0
     p["b1"][:] = -50.0
     p["b1"][np.arange(len(actions)), 0, actions] = 50.0
-    return mlsh.Net.from_params(p, 0.0)
+    return mlsh.Net(p, 0.0)
 
 
 def test_reach_is_the_best_over_every_sequence_of_choices():
@@ -528,7 +764,7 @@ def test_checkpoint_round_trip_gives_the_same_sub_policies(tmp_path):
     cfg, _ = mlsh.parse_args(QUICK_BANDITS)
     fam = mlsh.make_family(cfg)
     rng = np.random.default_rng(0)
-    subs = mlsh.Net(rng, cfg.subpolicies, fam.obs_dim, 4, cfg, cfg.sub_lr)
+    subs = mlsh.Net.new(rng, cfg.subpolicies, fam.obs_dim, 4, cfg, cfg.sub_lr)
     subs.opt.t = 7
     path = str(tmp_path / "c.npz")
     mlsh.save_checkpoint(path, cfg, fam, {"subs": subs, "history": [{"round": 1}], "rng": rng,
@@ -699,29 +935,99 @@ def test_bad_flags_are_refused_before_training(capsys, flags, expected):
     assert expected in err and err.count("\n") == 1          # one line, no usage block, no traceback
 
 
-def test_meta_round_trains_the_sub_policies_only_after_the_warmup(monkeypatch):
-    cfg = mlsh.Config(env="bandits", subpolicies=2, tasks=2, envs=4, warmup=2, joint=3, hidden=8)
+def _watch_meta_round(monkeypatch, cfg, rounds=2):
+    """meta_round run `rounds` times on Four Rooms, with spies on the runner and on update: what it did,
+    as a list of events per round, and the sub-policies."""
     fam = mlsh.make_family(cfg)
     rng = np.random.default_rng(0)
-    subs = mlsh.Net(rng, 2, fam.obs_dim, fam.n_actions, cfg, cfg.sub_lr)
+    subs = mlsh.Net.new(rng, cfg.subpolicies, fam.obs_dim, fam.n_actions, cfg, cfg.sub_lr, 0.01)
     runner = mlsh.Runner(fam.make(np.zeros(cfg.tasks * cfg.envs, dtype=int), seed=1), cfg.tasks)
-    seen, masters, real_update = [], [], mlsh.update
+    events, real_run, real_set, real_update = [], runner.run, runner.set_tasks, mlsh.update
 
-    def spy(agent, ro, cfg, rng, train_subs=False):
+    def set_tasks(tasks):
+        events.append(("tasks", np.array(tasks)))
+        real_set(tasks)
+
+    def run(agent, S, rng):
+        ro = real_run(agent, S, rng)
+        events.append(("run", agent, S, agent.master.opt.t, ro))
+        return ro
+
+    def update(agent, ro, cfg, rng, train_subs=False):
         before = {k: v.copy() for k, v in subs.p.items()}
         real_update(agent, ro, cfg, rng, train_subs=train_subs)
-        changed = any(not np.array_equal(before[k], subs.p[k]) for k in before)
-        seen.append((train_subs, changed, agent.subs is subs))
-        masters.append(agent.master)
+        events.append(("update", agent, ro, train_subs,
+                       any(not np.array_equal(before[k], subs.p[k]) for k in before)))
 
-    monkeypatch.setattr(mlsh, "update", spy)
-    for _ in range(2):
+    runner.set_tasks, runner.run = set_tasks, run
+    monkeypatch.setattr(mlsh, "update", update)
+    out = []
+    for _ in range(rounds):
+        events.clear()
         rec = mlsh.meta_round(cfg, fam, runner, subs, rng)
-    # per round: W iterations that leave φ alone, then U that train it; always the shared φ
-    assert seen == 2 * ([(False, False, True)] * 2 + [(True, True, True)] * 3)
-    # θ is new at every round, and the same within one
-    assert masters[0] is masters[4] and masters[5] is not masters[4]
-    assert set(rec) == {"warmup_success", "joint_success", "usage"} and np.isclose(sum(rec["usage"]), 1)
+        out.append((list(events), rec))
+    return fam, subs, out
+
+
+def test_meta_round_samples_tasks_and_resets_the_master(monkeypatch):
+    cfg = mlsh.Config(tasks=3, envs=2, warmup=2, joint=3, hidden=8)
+    fam, subs, rounds = _watch_meta_round(monkeypatch, cfg)
+    M, E, K = cfg.tasks, cfg.envs, cfg.subpolicies
+    agents, drawn = [], []
+    for events, _ in rounds:
+        tasks = [e[1] for e in events if e[0] == "tasks"]
+        assert len(tasks) == 1 and events[0][0] == "tasks", \
+            "meta_round: a round starts by giving the runner new tasks, once (runner.set_tasks)"
+        t = tasks[0]
+        assert t.shape == (M * E,) and (t.reshape(M, E) == t[::E, None]).all(), \
+            (f"meta_round: cfg.tasks = {M} tasks, each on cfg.envs = {E} neighbouring copies "
+             f"(copy i runs task i // E, learner i // E's): the runner got {t.tolist()}")
+        assert set(t) <= set(fam.train_tasks), "meta_round: tasks come from the training tasks (family.sample)"
+        drawn.append(t[::E].tolist())
+        runs = [e for e in events if e[0] == "run"]
+        agent = runs[0][1]
+        assert all(e[1] is agent for e in runs), "meta_round: one agent (one master per task) for the whole round"
+        agents.append(agent)
+        assert runs[0][3] == 0 and agent.master.G == M and agent.master.p[f"b{cfg.layers}"].shape[-1] == K, \
+            (f"meta_round: each round starts a fresh master θ (new weights and a new optimiser): "
+             f"{M} networks, one per task, over K = {K} choices")
+        assert agent.subs is subs, "meta_round: the masters choose among the shared sub-policies `subs`, φ itself"
+        assert agent.macro == cfg.macro, \
+            f"meta_round: a master decision lasts N = cfg.macro = {cfg.macro} steps; the agent has {agent.macro}"
+        assert agent.critic is not None, "meta_round: φ is trained, so the agent needs its per-task critics"
+        assert agent.master.opt.lr == cfg.master_lr, \
+            f"meta_round: θ learns at cfg.master_lr = {cfg.master_lr}; its Adam step is {agent.master.opt.lr}"
+        assert all(e[2] == cfg.steps for e in runs), f"meta_round: every iteration runs S = cfg.steps steps"
+    assert agents[0] is not agents[1], "meta_round: θ is reset every round: a new agent, not the last round's"
+    assert drawn[0] != drawn[1], "meta_round: every round draws new tasks"
+
+
+def test_meta_round_trains_the_sub_policies_only_after_the_warmup(monkeypatch):
+    for W, U in [(2, 3), (0, 2)]:
+        cfg = mlsh.Config(tasks=3, envs=2, warmup=W, joint=U, hidden=8)
+        _, _, rounds = _watch_meta_round(monkeypatch, cfg)
+        for events, rec in rounds:
+            runs = [e for e in events if e[0] == "run"]
+            updates = [e for e in events if e[0] == "update"]
+            assert len(runs) == len(updates) == W + U, \
+                (f"meta_round: W + U = {W} + {U} iterations, each a rollout then an update; got "
+                 f"{len(runs)} rollouts and {len(updates)} updates")
+            assert all(u[2] is r[4] for r, u in zip(runs, updates)), \
+                "meta_round: each update learns from the rollout just run"
+            phases = [u[3] for u in updates]
+            assert phases == [False] * W + [True] * U, \
+                (f"meta_round: the first W = {W} iterations update θ alone (train_subs=False), the next "
+                 f"U = {U} θ and φ (train_subs=True); got train_subs {phases}")
+            assert all(u[4] == u[3] for u in updates), "meta_round: φ changes in the joint iterations only"
+            success = [float(r[4].success.mean()) for r in runs]
+            assert rec["warmup_success"] == (success[W - 1] if W else None), \
+                (f"meta_round: warmup_success is the mean success of the last warmup iteration "
+                 f"(None when W = 0): {success[W - 1] if W else None}, got {rec['warmup_success']}")
+            assert rec["joint_success"] == success[-1], \
+                f"meta_round: joint_success is the last iteration's mean success, {success[-1]}"
+            usage = np.mean([r[4].usage for r in runs], axis=0).round(3).tolist()
+            assert rec["usage"] == usage, \
+                f"meta_round: usage is each sub-policy's share of the steps over the round's iterations: {usage}"
 
 
 def test_zero_warmup_is_allowed():                          # W = 0 is the paper's ablation
@@ -772,7 +1078,7 @@ def test_non_finite_values_stop_training_and_keep_the_last_good_checkpoint(tmp_p
         mlsh.main(QUICK_BANDITS + ["--rounds", "3", "--out", str(tmp_path)])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert "advantages became NaN or infinite" in err and "last good checkpoint is intact" in err
+    assert "weights in round 2 became NaN or infinite" in err and "last good checkpoint is intact" in err
     monkeypatch.setattr(envs.GridEnv, "step", real_step)
     cfg, _ = mlsh.parse_args(QUICK_BANDITS + ["--rounds", "3"])
     ck = mlsh.load_checkpoint(str(tmp_path / "checkpoint.npz"), cfg, mlsh.make_family(cfg), resume=True)
@@ -1044,18 +1350,102 @@ def test_every_name_in_the_readme_box_exists():
 
 
 # ---------------------------------------------------------------------------
-# Exercises (README, "Exercises"): each check fails when its function is blanked
+# Exercises (README, "Exercises"): each check fails on a blanked function, and on wrong answers
 # ---------------------------------------------------------------------------
 
 EXERCISES = {  # function -> the file it is in; its check is `python -m pytest -k <function>`
-    "mlp_backward": "mlsh.py", "ppo_loss": "mlsh.py", "gae_loop": "mlsh.py",
+    "mlp_backward": "mlsh.py", "ppo_loss": "mlsh.py", "gae": "mlsh.py",
     "master_transitions": "mlsh.py", "meta_round": "mlsh.py", "bfs_distances": "envs.py",
 }
+
+# Answers a student might plausibly hand in, each written as edits of the function: (what is wrong,
+# [(text of the function, what the student wrote instead)]). Only fragments, so that no complete answer
+# sits in a file a course copies.
+WRONG_ANSWERS = {
+    "mlp_backward": [
+        ("the tanh derivative left out", [("d = dh * (1.0 - hs[i] ** 2)", "d = dh")]),
+        ("the tanh derivative taken as 1 - h", [("(1.0 - hs[i] ** 2)", "(1.0 - hs[i])")]),
+        ("the bias gradient averaged over the batch", [("d.sum(axis=1, keepdims=True)",
+                                                        "d.mean(axis=1, keepdims=True)")]),
+        ("the first layer forgotten", [("reversed(range(n_layers))", "reversed(range(1, n_layers))")]),
+        ("backprop into h through W untransposed", [('d @ p[f"W{i}"].transpose(0, 2, 1)', 'd @ p[f"W{i}"]')]),
+    ],
+    "ppo_loss": [
+        ("the gradient flows through the clipped term", [("np.where(unclipped > clipped, 0.0, unclipped)",
+                                                          "unclipped")]),
+        (">= where > is meant, which drops the gradient wherever the ratio is inside the clip range",
+         [("unclipped > clipped", "unclipped >= clipped")]),
+        ("the vanilla policy gradient: no ratio", [("np.where(unclipped > clipped, 0.0, unclipped)",
+                                                    "np.where(unclipped > clipped, 0.0, adv)")]),
+        ("max instead of min", [("np.minimum(unclipped, clipped)", "np.maximum(unclipped, clipped)")]),
+        ("the entropy bonus with the wrong sign, loss and gradient alike",
+         [("surrogate + ent_coef * entropy", "surrogate - ent_coef * entropy"),
+          ("+ ent_coef * dent_dlogits", "- ent_coef * dent_dlogits")]),
+        ("probs - onehot", [("dlogp_dlogits = onehot - probs", "dlogp_dlogits = probs - onehot")]),
+        ("the entropy's gradient without the + H", [("(logp_all + entropy[..., None])", "logp_all")]),
+        ("the plain mean over the batch, weights ignored, loss and gradient alike",
+         [("-(w * (surrogate", "-(np.full_like(w, 1 / w.shape[-1]) * (surrogate"),
+          ("-w[..., None] *", "-np.full_like(w, 1 / w.shape[-1])[..., None] *")]),
+        ("ascent: the loss not negated, gradient alike", [("loss = -(w", "loss = (w"),
+                                                          ("dlogits = -w", "dlogits = w")]),
+    ],
+    "gae": [
+        ("the advantage flows back across a truncation (cut at term, not end)",
+         [("(1.0 - end[t])", "(1.0 - term[t])")]),
+        ("a bootstrap through a termination", [("(1.0 - term) * next_val", "next_val")]),
+        ("no bootstrap at a truncation", [("(1.0 - term) * next_val", "(1.0 - end) * next_val")]),
+        ("V(s_t+1) read from val[t + 1], across episode ends",
+         [("* next_val - val", "* np.concatenate([val[1:], next_val[-1:]]) - val")]),
+        ("gamma instead of gamma lam", [("gamma * lam * (1.0 - end[t])", "gamma * (1.0 - end[t])")]),
+        ("the mask of the step before", [("(1.0 - end[t])", "(1.0 - end[t - 1])")]),
+        ("forwards through time", [("reversed(range(len(delta)))", "range(len(delta))")]),
+        ("the return, not the advantage", [("return adv", "return adv + val")]),
+    ],
+    "master_transitions": [
+        ("the reward of the decision's own step only", [("R = cum[last + 1, i] - cum[t, i]", "R = ro.rew[t, i]")]),
+        ("a bootstrap from the observation at the next decision",
+         [("ro.next_obs[last, i]", "ro.obs[np.minimum(last + 1, S - 1), i]")]),
+        ("a truncation taken as a termination", [("term = ro.term[last, i]",
+                                                  "term = ro.term[last, i] | ro.trunc[last, i]")]),
+        ("the advantage flows across episode ends", [("end = term | ro.trunc[last, i] | ~same_next",
+                                                      "end = ~same_next")]),
+        ("the wrong learner's value network (i % M)", [("i // E)", "i % (n // E))")]),
+        ("the rollout's last decision taken as terminal", [("term = ro.term[last, i]",
+                                                            "term = ro.term[last, i] | ~same_next")]),
+        ("the return equals the advantage", [("adv, adv + val", "adv, adv")]),
+    ],
+    "meta_round": [
+        ("φ trained in the warmup too", [("train_subs=it >= cfg.warmup", "train_subs=True")]),
+        ("off by one: the first joint iteration leaves φ alone", [("it >= cfg.warmup", "it > cfg.warmup")]),
+        ("no new tasks", [("runner.set_tasks(np.repeat(family.sample(rng, M), E))", "family.sample(rng, M)")]),
+        ("each copy its own task", [("np.repeat(family.sample(rng, M), E)", "family.sample(rng, M * E)")]),
+        ("masters that decide every step (N = 1)", [("cfg.master_lr, cfg.macro, subs=subs",
+                                                     "cfg.master_lr, subs=subs")]),
+        ("no critic, so φ never learns", [("critic=True", "critic=False")]),
+        ("the warmup success read one iteration late", [("it == cfg.warmup - 1", "it == cfg.warmup")]),
+        ("θ at the sub-policies' step", [("cfg.master_lr", "cfg.sub_lr")]),
+    ],
+    "bfs_distances": [
+        ("the frontier keeps cells already seen", [(" & ~seen", "")]),
+        ("one move too many", [("d = 0", "d = 1")]),
+        ("seen holds the last frontier only", [("seen |= frontier", "seen = frontier")]),
+        ("unreachable cells left at 0", [("np.where(eye, 0, -1)", "np.where(eye, 0, 0)")]),
+        ("the start not marked as seen", [("seen, frontier = eye.copy(), eye.copy()",
+                                           "seen, frontier = np.zeros_like(eye), eye.copy()")]),
+        ("distances as floats", [("np.where(eye, 0, -1)", "np.where(eye, 0.0, -1.0)")]),
+        ("a single graph only, no batch", [("np.broadcast_to(np.eye(n, dtype=bool), adjacency.shape)",
+                                            "np.eye(n, dtype=bool)")]),
+    ],
+}
+
+
+def _function(source, name):
+    return next(n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == name)
 
 
 def blank(source, name):
     """The source with function `name`'s body, all but its docstring, replaced by a raise: a student's start."""
-    fn = next(n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == name)
+    fn = _function(source, name)
     body = fn.body[1:] if isinstance(fn.body[0], ast.Expr) and isinstance(fn.body[0].value, ast.Constant) else fn.body
     lines = source.splitlines(keepends=True)
     indent = " " * body[0].col_offset
@@ -1063,17 +1453,58 @@ def blank(source, name):
     return "".join(lines[:body[0].lineno - 1] + [stub] + lines[fn.end_lineno:])
 
 
-@pytest.mark.skipif(bool(os.environ.get("MLSH_BLANKED")), reason="already inside an exercise check")
-@pytest.mark.parametrize("name", list(EXERCISES), ids=[f"exercise{i + 1}" for i in range(len(EXERCISES))])
-def test_each_exercise_check_fails_when_its_function_is_blanked(name, tmp_path):
+def answer(source, name, edits):
+    """The source with function `name` edited as a student might have written it."""
+    fn = _function(source, name)
+    lines = source.splitlines(keepends=True)
+    text = "".join(lines[fn.lineno - 1:fn.end_lineno])
+    for old, new in edits:
+        assert text.count(old) >= 1, f"the wrong answer's edit {old!r} no longer fits {name}: update it"
+        text = text.replace(old, new)
+    return "".join(lines[:fn.lineno - 1]) + text + "".join(lines[fn.end_lineno:])
+
+
+def _check(name, edit, tmp_path):
+    """Run exercise `name`'s README check on a copy of the files with the function changed by edit."""
     here = Path(__file__).resolve().parent
     for f in ["mlsh.py", "envs.py", "sweep.py", "test_mlsh.py"]:
         (tmp_path / f).write_text((here / f).read_text())
     target = tmp_path / EXERCISES[name]
-    target.write_text(blank(target.read_text(), name))
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", name, "test_mlsh.py"],
-                       cwd=tmp_path, env={**os.environ, "MLSH_BLANKED": "1"}, capture_output=True, text=True,
-                       timeout=600)
+    target.write_text(edit(target.read_text()))
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--tb=line", "-k", name,
+                           "test_mlsh.py"], cwd=tmp_path, env={**os.environ, "MLSH_BLANKED": "1"},
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.skipif(bool(os.environ.get("MLSH_BLANKED")), reason="already inside an exercise check")
+@pytest.mark.parametrize("name", list(EXERCISES), ids=[f"exercise{i + 1}" for i in range(len(EXERCISES))])
+def test_each_exercise_check_fails_when_its_function_is_blanked(name, tmp_path):
+    r = _check(name, lambda source: blank(source, name), tmp_path)
     # exit code 1: tests were selected and failed (5 would mean the check selects no test at all)
     assert r.returncode == 1, r.stdout[-3000:]
     assert "NotImplementedError: exercise: write " + name in r.stdout
+
+
+@pytest.fixture(scope="module")
+def wrong_answer_checks(tmp_path_factory):
+    """Every wrong answer's check, all started side by side (one per core) when the first is asked for."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
+    checks = {(n, what): pool.submit(_check, n, lambda source, n=n, edits=edits: answer(source, n, edits),
+                                     tmp_path_factory.mktemp(n))
+              for n in EXERCISES for what, edits in WRONG_ANSWERS[n]}
+    yield checks
+    pool.shutdown(cancel_futures=True)
+
+
+@pytest.mark.skipif(bool(os.environ.get("MLSH_BLANKED")), reason="already inside an exercise check")
+@pytest.mark.parametrize("name, what", [(n, w) for n in EXERCISES for w, _ in WRONG_ANSWERS[n]],
+                         ids=[f"exercise{list(EXERCISES).index(n) + 1}-wrong{k + 1}"
+                              for n in EXERCISES for k in range(len(WRONG_ANSWERS[n]))])
+def test_each_exercise_check_rejects_wrong_answers(name, what, wrong_answer_checks):
+    r = wrong_answer_checks[name, what].result()
+    assert r.returncode == 1, f"the check of {name} passes a wrong answer ({what}):\n{r.stdout[-3000:]}"
+    # every failure says in words what is wrong: "path:line: SomeError: words", never a bare "assert x == y"
+    said = re.findall(r"^\S+\.py:\d+: (.*)$", r.stdout, flags=re.M)
+    failed = int(re.search(r"(\d+) failed", r.stdout).group(1))
+    assert len(said) == failed and all(re.match(r"\w+: \S", s) and not s.startswith("assert") for s in said), \
+        f"a failure of {name}'s check on a wrong answer ({what}) does not say what is wrong:\n{said}"
