@@ -153,6 +153,21 @@ def bfs_distances(adjacency):
     return dist
 
 
+def best_returns(maze, steps, slip=0.0):
+    """best[s, g]: the most reward a policy can collect in `steps` steps from cell s when every step
+    that ends on cell g pays 1 (the paper's Four Rooms reward); its expectation when moves slip.
+    Dynamic programming over the steps left: B_k(c, g) = max_a E[1(c' = g) + B_(k-1)(c', g)]."""
+    on_goal = np.eye(maze.n_cells)                       # [c', g]
+    B = np.zeros((maze.n_cells, maze.n_cells))           # B_0
+    nxt = maze.next_cell                                 # (cells, 4 actions)
+    for _ in range(steps):
+        Q = on_goal[nxt] + B[nxt]                        # (c, a, g): the move a taken as meant
+        if slip:                                         # or replaced by one of the other three
+            Q = (1 - slip) * Q + slip / 3 * (Q.sum(axis=1, keepdims=True) - Q)
+        B = Q.max(axis=1)
+    return B
+
+
 def read_maze(path):
     """Read a maze file in the legend above: one row per line, all rows of one length."""
     try:
@@ -242,6 +257,10 @@ class GridEnv:
     def _observe(self):
         raise NotImplementedError
 
+    def _result(self, paid):
+        """success and score of the copies whose episode ends now (read only for those)."""
+        return {"success": paid, "score": np.where(paid, self.best / np.maximum(self.t, 1), 0.0)}
+
     # --- Gymnasium-shaped interface --------------------------------------
     def reset(self, seed=None, options=None):
         """Start a fresh episode in every copy. options={"tasks": array} changes the tasks."""
@@ -273,11 +292,7 @@ class GridEnv:
         truncated = ~ended & (self.t >= self.max_steps)
         done = terminated | truncated
         final_obs = self._observe()
-        info = {
-            "final_obs": final_obs,
-            "success": paid,
-            "score": np.where(paid, self.best / np.maximum(self.t, 1), 0.0),
-        }
+        info = {"final_obs": final_obs, **self._result(paid)}
         obs = final_obs
         if self.autoreset and done.any():
             self._new_episodes(np.flatnonzero(done))
@@ -302,18 +317,36 @@ class GoalMaze(GridEnv):
     Observation: one-hot of the agent's cell, shape (n_cells,) = (104,) for
         Four Rooms, float32. The goal is not in the observation: a learner
         finds it from reward.
-    Rewards: +1 on reaching the goal, 0 otherwise.
-    Termination: reaching the goal (terminated); `max_steps` (truncated).
+    Rewards: reward="reach": +1 on reaching the goal, 0 otherwise.
+        reward="every_step" (the paper's Four Rooms, as its code scores it):
+        +1 for every step that ends on the goal. To stay there an agent
+        bumps into a wall next to the goal, as in the original; a goal with
+        no wall beside it pays at best every other step.
+    Termination: reward="reach": reaching the goal (terminated); either
+        reward: `max_steps` (truncated).
+    Score (info, when an episode ends): reach: shortest path / steps taken
+        if the goal was reached, else 0; every_step: the return divided by
+        the best return any policy could get in `max_steps` steps from that
+        start (`best_returns`). Either way 1 is optimal.
     Arguments: tasks (goal cell per copy), start (cell number, or None for a
-        uniformly random start other than the goal), slip, max_steps, seed.
+        uniformly random start other than the goal), slip, max_steps, seed, reward.
     """
 
-    def __init__(self, tasks, start="S", slip=0.0, max_steps=50, seed=None, autoreset=True, rows=FOUR_ROOMS):
+    REWARDS = ("reach", "every_step")
+
+    def __init__(self, tasks, start="S", slip=0.0, max_steps=50, seed=None, autoreset=True, rows=FOUR_ROOMS,
+                 reward="reach"):
         maze = Maze(rows)
         super().__init__(maze, tasks, max_steps, slip, seed, autoreset)
+        if reward not in self.REWARDS:
+            raise ValueError(f"reward {reward!r}: choose one of {', '.join(self.REWARDS)}")
         self.start = maze.start if start == "S" else start
         self.obs_dim = maze.n_cells
         self._eye = np.eye(maze.n_cells, dtype=np.float32)
+        self.reward = reward
+        if reward == "every_step":
+            self.best_return = best_returns(maze, max_steps, slip)        # (start, goal)
+            self.ret, self.hit = np.zeros(self.n), np.zeros(self.n, dtype=bool)
 
     def _new_episodes(self, idx):
         goals = self.tasks[idx]
@@ -324,10 +357,22 @@ class GoalMaze(GridEnv):
             s = np.full(len(idx), self.start)
         self.pos[idx], self.t[idx] = s, 0
         self.best[idx] = self.maze.dist[s, goals]
+        if self.reward == "every_step":
+            self.ret[idx], self.hit[idx] = 0.0, False
+            self._best_ret = self.best_return[self.pos, self.tasks]
 
     def _outcome(self):
         paid = self.pos == self.tasks
+        if self.reward == "every_step":
+            self.ret += paid
+            self.hit |= paid
+            return np.zeros(self.n, dtype=bool), paid                  # the goal does not end it
         return paid, paid
+
+    def _result(self, paid):
+        if self.reward == "reach":
+            return super()._result(paid)
+        return {"success": self.hit.copy(), "score": self.ret / np.maximum(self._best_ret, 1e-9)}
 
     def _observe(self):
         return self._eye[self.pos]
@@ -525,9 +570,10 @@ class GoalTasks(TaskFamily):
     episode at 'S'; start=None anywhere.
     """
 
-    def __init__(self, start="S", slip=0.0, max_steps=50, n_test=16, min_dist=10, split_seed=1234, rows=FOUR_ROOMS):
+    def __init__(self, start="S", slip=0.0, max_steps=50, n_test=16, min_dist=10, split_seed=1234, rows=FOUR_ROOMS,
+                 reward="reach"):
         self.maze = Maze(rows)
-        self.rows, self.start, self.slip, self.max_steps = rows, start, slip, max_steps
+        self.rows, self.start, self.slip, self.max_steps, self.reward = rows, start, slip, max_steps, reward
         if start == "S" and self.maze.start is None:
             raise ValueError("the maze has no start cell 'S': add one, or start anywhere (--random-start)")
         ref = self.maze.start
@@ -559,7 +605,8 @@ class GoalTasks(TaskFamily):
         self.obs_dim, self.n_actions = self.maze.n_cells, 4
 
     def make(self, tasks, split="train", seed=None):
-        return GoalMaze(tasks, start=self.start, slip=self.slip, max_steps=self.max_steps, seed=seed, rows=self.rows)
+        return GoalMaze(tasks, start=self.start, slip=self.slip, max_steps=self.max_steps, seed=seed, rows=self.rows,
+                        reward=self.reward)
 
 
 class RoomTasks(GoalTasks):
@@ -578,12 +625,12 @@ class RoomTasks(GoalTasks):
         at R = 2 it is Four Rooms' 50."""
         return 25 * rooms * rooms // 2
 
-    def __init__(self, rooms=3, start="S", slip=0.0, max_steps=None, n_test=16, split_seed=1234):
+    def __init__(self, rooms=3, start="S", slip=0.0, max_steps=None, n_test=16, split_seed=1234, reward="reach"):
         if not isinstance(rooms, (int, np.integer)) or rooms < 2:
             raise ValueError(f"rooms is {rooms!r}; a room maze has at least 2 x 2 rooms")
         self.rooms = int(rooms)
         super().__init__(start, slip, self.horizon(self.rooms) if max_steps is None else max_steps, n_test,
-                         min_dist=5 * self.rooms, split_seed=split_seed, rows=room_maze(self.rooms))
+                         min_dist=5 * self.rooms, split_seed=split_seed, rows=room_maze(self.rooms), reward=reward)
 
 
 class BanditTasks(TaskFamily):

@@ -69,10 +69,14 @@ class Config:
     max_steps: int = 50             # T: episode step limit
     slip: float = 0.0               # chance that a move is replaced by one of the other three
     random_start: bool = False      # goal mazes: start anywhere, not at the fixed cell 'S'
+    reward: str = "reach"           # goal mazes: reach (+1, ends there) | every_step (+1 per step on it)
     maze: str = ""                  # fourrooms: a maze file of your own instead (legend in envs.py)
     # hierarchy
     subpolicies: int = 4            # K: number of sub-policies
     macro: int = 5                  # N: steps each master decision lasts
+    primitives: str = "none"        # the master may also take a primitive action for 1 step: none|test|both
+    smdp: bool = False              # the master discounts per env step (gamma^duration), not per decision
+    interrupt: float = 0.0          # the master re-decides inside a skill whose probability falls below it
     hidden: int = 64                # units per hidden layer (tanh)
     layers: int = 1                 # hidden layers per network
     # meta-training schedule
@@ -219,13 +223,15 @@ def gae(rew, val, next_val, term, end, gamma, lam):
                        advantage does not flow back across it
     delta_t = r_t + gamma (1 - term_t) V(s_{t+1}) - V(s_t)
     A_t     = delta_t + gamma lam (1 - end_t) A_{t+1},    with A_S = 0
+    gamma is a number, or an (S, n) array with a discount per step.
     """
+    gamma = np.broadcast_to(gamma, rew.shape)
     # easy to get wrong: bootstrap through a truncation (term = 0), never through a termination
     delta = rew + gamma * (1.0 - term) * next_val - val
     adv = np.zeros_like(delta)
     running = np.zeros(delta.shape[1:])                  # A_{t+1}, for every stream at once
     for t in reversed(range(len(delta))):
-        running = delta[t] + gamma * lam * (1.0 - end[t]) * running
+        running = delta[t] + gamma[t] * lam * (1.0 - end[t]) * running
         adv[t] = running
     return adv
 
@@ -378,6 +384,7 @@ class Agent:
     subs:    φ, K sub-policies over the A primitive actions, shared by all M (None: flat agent)
     critic:  M per-step value functions used only to train φ (None when φ is frozen)
     macro:   N, steps per master decision (1 for a flat agent)
+    interrupt: a skill stops early where the master's probability of it is below this (0: never)
 
     A flat PPO policy is this same agent with no sub-policies: its master's
     choices are the primitive actions themselves, made every step.
@@ -387,6 +394,7 @@ class Agent:
     subs: Net = None
     critic: Net = None
     macro: int = 1
+    interrupt: float = 0.0
 
     @property
     def M(self):
@@ -402,7 +410,7 @@ def new_agent(rng, M, D, n_choices, cfg, lr, macro=1, subs=None, critic=False):
     master = Net.new(rng, M, D, n_choices, cfg, lr, out_scale=0.01)
     value = Net.new(rng, M, D, 1, cfg, cfg.value_lr)
     return Agent(master, value, subs, Net.new(rng, M, D, 1, cfg, cfg.value_lr) if critic else None,
-                 macro)
+                 macro, cfg.interrupt if subs is not None else 0.0)
 
 
 @dataclass
@@ -453,6 +461,9 @@ class Runner:
             # master θ: a new choice where one is due, else keep the current one
             decide = self.countdown == 0
             logits = agent.master(obs.reshape(M, self.E, -1)).reshape(n, -1)   # (n, K) or (n, A)
+            if agent.interrupt > 0:   # EXPERIMENTAL: stop a skill the master no longer wants here
+                keep = np.take_along_axis(log_softmax(logits), self.active[:, None], 1)[:, 0]
+                decide |= keep < np.log(agent.interrupt)
             choice = np.where(decide, sample(rng, logits), self.active)
             choice_logp = np.take_along_axis(log_softmax(logits), choice[:, None], 1)[:, 0]
             self.active = choice
@@ -461,9 +472,13 @@ class Runner:
             if agent.subs is None:
                 act, act_logp = choice, choice_logp
             else:
-                sub_logits = agent.subs(obs[None])[choice, np.arange(n)]   # all K on all rows
+                K = agent.subs.G
+                sub_logits = agent.subs(obs[None])[np.minimum(choice, K - 1), np.arange(n)]
                 act = sample(rng, sub_logits)
                 act_logp = np.take_along_axis(log_softmax(sub_logits), act[:, None], 1)[:, 0]
+                # choice K + a, where the master may take primitives: action a, for one step
+                act = np.where(choice >= K, choice - K, act)
+                self.countdown[decide & (choice >= K)] = 0
 
             self.obs, rew, term, trunc, info = env.step(act)
             done = term | trunc
@@ -483,7 +498,7 @@ class Runner:
 
 # ---- Learning from a rollout: the master on its own timescale, the sub-policies per step ----
 
-def master_transitions(ro, value, E, gamma, lam):
+def master_transitions(ro, value, E, gamma, lam, smdp=False):
     """The master's own MDP: one transition per decision, and GAE over each copy's decisions.
 
     A decision made at step t of copy i lasts until the step before that copy's
@@ -507,6 +522,10 @@ def master_transitions(ro, value, E, gamma, lam):
     val = values(value, ro.obs[t, i], i // E)
     next_val = values(value, ro.next_obs[last, i], i // E)
     j, grid = by_decision(i, n)                          # GAE runs down the (J, n) layout
+    if smdp:   # EXPERIMENTAL: discount per env step: rewards within a decision, gamma^duration after
+        disc = gamma ** np.arange(S + 1)[:, None]
+        cum = np.vstack([np.zeros((1, n)), np.cumsum(disc[:-1] * ro.rew, axis=0)])
+        R, gamma = (cum[last + 1, i] - cum[t, i]) / disc[t, 0], grid(gamma ** (last + 1 - t))
     adv = gae(grid(R), grid(val), grid(next_val), grid(term), grid(end), gamma, lam)[j, i]
     return t, i, adv, adv + val
 
@@ -534,7 +553,7 @@ def update(agent, ro, cfg, rng, train_subs=False):
     """
     S, n = ro.rew.shape
     M, E = agent.M, n // agent.M
-    t, i, adv, ret = master_transitions(ro, agent.value, E, cfg.gamma, cfg.lam)
+    t, i, adv, ret = master_transitions(ro, agent.value, E, cfg.gamma, cfg.lam, cfg.smdp)
     ppo_update(agent.master, agent.value, ro.obs[t, i], ro.choice[t, i], ro.choice_logp[t, i],
                adv, ret, i // E, cfg.master_ent, cfg, rng)
     if agent.critic is None:
@@ -542,9 +561,9 @@ def update(agent, ro, cfg, rng, train_subs=False):
     adv, ret = step_advantages(ro, agent.critic, cfg.gamma, cfg.lam)
     if train_subs:
         # each sub-policy k learns only from the steps it executed, pooled over the tasks
-        rows = lambda x: x.reshape((S * n,) + x.shape[2:])
-        ppo_update(agent.subs, None, rows(ro.obs), rows(ro.act), rows(ro.act_logp), rows(adv), None,
-                   rows(ro.choice), cfg.sub_ent, cfg, rng)
+        mine = ro.choice < agent.subs.G                      # (primitive steps belong to no φ_k)
+        ppo_update(agent.subs, None, ro.obs[mine], ro.act[mine], ro.act_logp[mine], adv[mine], None,
+                   ro.choice[mine], cfg.sub_ent, cfg, rng)
     # the per-task critic learns the hierarchy's per-step value
     x, target = by_learner(ro.obs, M), by_learner(ret, M)
     train_net(agent.critic, x, np.ones(target.shape, bool),
@@ -565,7 +584,8 @@ def meta_round(cfg, family, runner, subs, rng):
     """
     M, E, K = cfg.tasks, cfg.envs, cfg.subpolicies
     runner.set_tasks(np.repeat(family.sample(rng, M), E))               # M tasks, E copies of each
-    agent = new_agent(rng, M, family.obs_dim, K, cfg, cfg.master_lr, cfg.macro, subs=subs,
+    choices = K + (family.n_actions if cfg.primitives == "both" else 0)
+    agent = new_agent(rng, M, family.obs_dim, choices, cfg, cfg.master_lr, cfg.macro, subs=subs,
                       critic=True)                                       # a fresh θ
     usage, warm = np.zeros(K), None
     for it in range(cfg.warmup + cfg.joint):
@@ -649,7 +669,8 @@ def evaluate(cfg, family, subs):
                    fine-tuned, at flat PPO's best rate (needs flat)
     """
     D, A, K = family.obs_dim, family.n_actions, cfg.subpolicies
-    over = lambda phi: lambda rng, L: new_agent(rng, L, D, K, cfg, cfg.master_lr, cfg.macro, phi)
+    choices = K + (A if cfg.primitives != "none" else 0)
+    over = lambda phi: lambda rng, L: new_agent(rng, L, D, choices, cfg, cfg.master_lr, cfg.macro, phi)
     if "mlsh" in cfg.methods:
         yield ("mlsh", cfg.master_lr, *fine_tune(cfg, family, over(subs), cfg.seeds))
     if "random_subs" in cfg.methods:
@@ -724,6 +745,8 @@ def check_config(cfg):
         for name in names:
             if getattr(cfg, name) < low:
                 problems.append(f"{flag(name)} is {getattr(cfg, name)}; it must be at least {low}")
+    if not 0 <= cfg.interrupt < 1:
+        problems.append(f"--interrupt is {cfg.interrupt}; it is a probability in [0, 1)")
     if not 0 <= cfg.slip < 1:
         problems.append(f"--slip is {cfg.slip}; it is a probability in [0, 1)")
     for name in ["master_lr", "sub_lr", "value_lr", "clip"]:
@@ -746,6 +769,12 @@ def check_config(cfg):
     if cfg.env not in FAMILIES:
         problems.append(f"--env {cfg.env!r} is not a task family here; "
                         f"choose one of {', '.join(FAMILIES)}")
+    if cfg.reward not in envs.GoalMaze.REWARDS:
+        problems.append(f"--reward {cfg.reward!r}: choose reach (+1 on reaching the goal, which ends "
+                        f"the episode) or every_step (+1 for every step on the goal: the paper's)")
+    if cfg.primitives not in ("none", "test", "both"):
+        problems.append(f"--primitives {cfg.primitives!r}: choose none (the paper's MLSH), test "
+                        f"(fine-tuning masters only) or both (meta-training masters too)")
     if cfg.eval_split not in envs.TaskFamily.SPLITS:
         problems.append(f"--eval-split {cfg.eval_split!r}: choose test or validation")
     unknown = [m for m in cfg.methods if m not in METHOD_NAMES]
@@ -764,8 +793,10 @@ def make_family(cfg):
         raise ValueError(f"--maze makes goal tasks on your maze: use it with --env fourrooms, "
                          f"not {cfg.env}")
     start = None if cfg.random_start else "S"
+    if cfg.env == "bandits" and cfg.reward != "reach":
+        raise ValueError(f"--reward {cfg.reward} is for goal mazes; Moving Bandits pays for reaching a mark")
     if cfg.env == "fourrooms":
-        goals = dict(start=start, slip=cfg.slip, max_steps=cfg.max_steps)
+        goals = dict(start=start, slip=cfg.slip, max_steps=cfg.max_steps, reward=cfg.reward)
         if not cfg.maze:
             return envs.GoalTasks(**goals)
         try:
@@ -774,7 +805,8 @@ def make_family(cfg):
             why = e.strerror if isinstance(e, OSError) else e
             raise ValueError(f"maze file {cfg.maze}: {why}") from None
     if cfg.env == "rooms":
-        return envs.RoomTasks(cfg.rooms, start=start, slip=cfg.slip, max_steps=cfg.max_steps)
+        return envs.RoomTasks(cfg.rooms, start=start, slip=cfg.slip, max_steps=cfg.max_steps,
+                              reward=cfg.reward)
     if cfg.env == "bandits":
         return envs.BanditTasks(slip=cfg.slip, max_steps=cfg.max_steps)
     raise ValueError(f"unknown env {cfg.env!r}: choose one of {', '.join(FAMILIES)}")
@@ -833,70 +865,105 @@ def reach(cfg, family, subs, rollouts=32):
     Every sub-policy k is run `rollouts` times for N steps from every cell.
     A master decides at steps 0, N, 2N, ..., so the best any master can do
     (even one that also knew the time) is a backward recursion over its
-    decisions j = J-1 .. 0 (J = T / N rounded up), for every goal g at once:
+    decision times t = T - N, ..., N, 0, for every goal g at once:
 
-        V_j(c, g) = max_k mean_r [ 1 / (jN + tau)      if rollout r of k from c first meets g
-                                                       at its step tau
-                                   V_{j+1}(end, g)     else, `end` being where it ended ]
-        V_J = 0
+        V_t(c, g) = max_k mean_r [ 1 / (t + tau)       if rollout r of k from c first meets g
+                                                       at its step tau <= n_t = min(N, T - t)
+                                   V_(t + n_t)(end, g) else, `end` being where it was then ]
+        V_T = 0
 
     With the score d(s, g) / steps, the best expected score from start s is
-    d(s, g) V_0(s, g). The same recursion with 1 for a hit gives the best
+    d(s, g) V_0(s, g); under the paper's reward (every step on g pays, the
+    episode goes on) each choice earns its steps on g and the recursion
+    always continues, and the score divides by the best return. The same recursion with 1 for a hit gives the best
     success; with the mean over k instead of the max, how often a uniformly
     random master (a fresh one) meets g; with K = 1 and uniformly random
     actions, how often a random walk (flat PPO at its start) does.
+    When the fine-tuning master may also take primitive actions (cfg.primitives),
+    each is one more choice that lasts one step, and the master decides at
+    every t = T - 1, ..., 0; then "skills_only" holds the best score and
+    success without them.
     Returns per-goal arrays (n_cells,), averaged over starts when the start
     is random, NaN at the start cell.
     """
     if not isinstance(family, envs.GoalTasks):
         return None
-    maze, C, N, T = family.maze, family.maze.n_cells, cfg.macro, cfg.max_steps
+    maze, C, N, T, A = family.maze, family.maze.n_cells, cfg.macro, cfg.max_steps, family.n_actions
     rng = np.random.default_rng([cfg.seed, 7])
 
-    def first_meetings(logits_of, K):
-        """first[c, k, r, g]: the step (1..N) at which rollout r of skill k from cell c first met
-        g, 0 if not; and cells[c, k, r, t], where it was after step t + 1."""
+    def first_meetings(logits_of, K, n, rollouts=rollouts):
+        """Choice k run from every cell for n steps, `rollouts` times: (first, cells, n), where
+        first[c, k, r, g] is the step (1..n) at which rollout r from cell c first met g, 0 if not,
+        and cells[c, k, r, t] where it was after step t + 1."""
         env = family.make(np.zeros(C * K * rollouts, dtype=int), seed=child_seed(rng))
         env.autoreset = False                                   # goals do not end these rollouts
         env.reset()
-        env.pos[:] = np.repeat(np.arange(C), K * rollouts) # copy i starts at i // (K rollouts)
+        env.pos[:] = np.repeat(np.arange(C), K * rollouts)      # copy i starts at i // (K rollouts)
         k = np.tile(np.repeat(np.arange(K), rollouts), C)
-        cells = np.empty((N, env.n), dtype=int)
-        for t in range(N):
+        cells = np.empty((n, env.n), dtype=int)
+        for t in range(n):
             env.step(sample(rng, logits_of(env.obs_at(env.pos), k)))
             cells[t] = env.pos
-        cells = cells.T.reshape(C, K, rollouts, N)
+        cells = cells.T.reshape(C, K, rollouts, n)
         first = np.zeros((C, K, rollouts, C), dtype=np.int16)
         c, kk, r = np.indices((C, K, rollouts))
-        for t in reversed(range(N)):                            # the earliest meeting written last
+        for t in reversed(range(n)):                            # the earliest meeting written last
             first[c, kk, r, cells[..., t]] = t + 1
-        return first, cells
+        return first, cells, n
 
-    def recursion(first, cells, value_of_hit, over_skills):
-        V = np.zeros((C, C))                                    # V_J
-        for j in reversed(range(-(-T // N))):
-            n_j = min(N, T - j * N)                             # T may cut the last decision short
-            hit = (first > 0) & (first <= n_j)
-            later = V[cells[..., n_j - 1]]
-            V = over_skills(np.where(hit, value_of_hit(j * N + first), later).mean(2), axis=1)
-        return V                                                # V_0 (start cell, goal)
+    def visits(cells, m):
+        """[c, k, r, g]: how many of the first m steps of rollout r of choice k from c end on g."""
+        count = np.zeros(cells.shape[:3] + (C,))
+        c, kk, r = np.indices(cells.shape[:3])
+        for i in range(m):
+            count[c, kk, r, cells[..., i]] += 1
+        return count
 
-    skills = lambda obs, k: subs(obs[None])[k, np.arange(len(k))]
-    first, cells = first_meetings(skills, subs.G)
-    best = recursion(first, cells, lambda t: 1.0 / np.maximum(t, 1), np.max)
-    best_success = recursion(first, cells, lambda t: np.ones(t.shape), np.max)
-    master_visit = recursion(first, cells, lambda t: np.ones(t.shape), np.mean)
-    first, cells = first_meetings(lambda obs, k: np.zeros((len(k), family.n_actions)), 1)
-    walk_visit = recursion(first, cells, lambda t: np.ones(t.shape), np.mean)
+    def recursion(choices, value_of_hit, over, every):
+        """V_0 by backward induction over the decision times 0, every, 2 every, ... < T.
+        value_of_hit=None: the paper's reward, 1 for every step on g, and the episode goes on."""
+        V = {T: np.zeros((C, C))}
+        for t in reversed(range(0, T, every)):
+            per_choice = []
+            for first, cells, n in choices:
+                n_t = min(n, T - t)                             # T may cut a decision short
+                later = V[t + n_t][cells[..., n_t - 1]]
+                if value_of_hit is None:
+                    per_choice.append((visits(cells, n_t) + later).mean(2))
+                    continue
+                hit = (first > 0) & (first <= n_t)
+                per_choice.append(np.where(hit, value_of_hit(t + first), later).mean(2))
+            V[t] = over(np.concatenate(per_choice, axis=1), axis=1)
+            for done in [key for key in V if key > t + N]:     # no choice lasts longer than N
+                del V[done]
+        return V[0]                                             # (start cell, goal)
 
+    score, hit = (lambda t: 1.0 / np.maximum(t, 1)), (lambda t: np.ones(t.shape))
+    skills = [first_meetings(lambda obs, k: subs(obs[None])[k, np.arange(len(k))], subs.G, N)]
+    walk = [first_meetings(lambda obs, k: np.zeros((len(k), A)), 1, N)]
+    choices, every = skills, N
+    if cfg.primitives != "none":                                # A more choices of one step each
+        one = lambda obs, k: np.where(np.arange(A) == k[:, None], 0.0, -1e9)
+        choices, every = skills + [first_meetings(one, A, 1, rollouts if family.slip else 1)], 1
     starts = np.arange(C) if family.start is None else np.array([maze.start])
 
     def per_goal(V):
         return np.array([np.mean([V[s, g] for s in starts if s != g]) if set(starts) - {g}
                          else np.nan for g in range(C)])
 
-    return {"best_score": per_goal(maze.dist * best), "best_success": per_goal(best_success),
-            "master_visit": per_goal(master_visit), "walk_visit": per_goal(walk_visit)}
+    if family.reward == "every_step":                          # the score: return / best return
+        best = lambda options, every: recursion(options, None, np.max, every) / np.maximum(
+            envs.best_returns(maze, T, family.slip), 1e-9)
+    else:                                                      # the score: d(s, g) / steps
+        best = lambda options, every: maze.dist * recursion(options, score, np.max, every)
+    out = {"best_score": per_goal(best(choices, every)),
+           "best_success": per_goal(recursion(choices, hit, np.max, every)),
+           "master_visit": per_goal(recursion(choices, hit, np.mean, every)),
+           "walk_visit": per_goal(recursion(walk, hit, np.mean, N))}
+    if cfg.primitives != "none":
+        out["skills_only"] = {"best_score": per_goal(best(skills, N)),
+                              "best_success": per_goal(recursion(skills, hit, np.max, N))}
+    return out
 
 
 # ---- Benchmark: rollout throughput and seconds per PPO iteration ------------
@@ -1010,38 +1077,50 @@ def load_checkpoint(path, cfg, family, resume):
 # ---- Watching a trained master: one episode, as text or as a picture --------
 
 def play_episode(family, agent, m, seed, split="test"):
-    """One episode of learner m's master over the sub-policies, on its held-out task."""
+    """One episode of learner m's master over the sub-policies, on its held-out task. active[t] is
+    the choice acting at step t: a sub-policy k < K, or K + a for primitive action a."""
     tasks = family.held_out(split)
     env = family.make([tasks[m % len(tasks)]], split, seed=seed)
     env.autoreset = False
     rng = np.random.default_rng(seed)
     master = {k: v[m:m + 1] for k, v in agent.master.p.items()}
+    K = agent.subs.G
     obs, _ = env.reset()
-    cells, active = [int(env.pos[0])], []
+    cells, active, left = [int(env.pos[0])], [], 0
     for t in range(env.max_steps):
-        if t % agent.macro == 0:                                      # the master decides
-            k = int(sample(rng, mlp_forward(master, obs[None])[0][0])[0])
-        act = sample(rng, mlp_forward(agent.subs.p, obs[None])[0][k])  # sub-policy k acts
+        logits = mlp_forward(master, obs[None])[0][0]
+        if left > 0 and k < K and log_softmax(logits)[0, k] < np.log(agent.interrupt or 1e-300):
+            left = 0                                                  # interrupted (--interrupt)
+        if left == 0:                                                 # the master decides
+            k = int(sample(rng, logits)[0])
+            left = agent.macro if k < K else 1
+        if k < K:
+            act = sample(rng, mlp_forward(agent.subs.p, obs[None])[0][k])   # sub-policy k acts
+        else:
+            act = np.array([k - K])                                   # a primitive action
+        left -= 1
         obs, _, term, trunc, info = env.step(act)
         cells.append(int(env.pos[0]))
         active.append(k)
         if term[0] or trunc[0]:
             break
-    return {"cells": cells, "active": active, "macro": agent.macro,
+    return {"cells": cells, "active": active, "macro": agent.macro, "K": K,
             "success": bool(info["success"][0]), "best": int(env.best[0]),
             "landmarks": env.landmarks(0), "maze": env.maze}
 
 
 def render_episode(ep):
     """The path as one text picture: each visited cell shows the sub-policy that acted there."""
-    marks = {cell: str(k) for cell, k in zip(ep["cells"], ep["active"])}
+    mark = lambda k: str(k) if k < ep["K"] else "+"
+    marks = {cell: mark(k) for cell, k in zip(ep["cells"], ep["active"])}
     marks.update({ep["cells"][0]: "S", **ep["landmarks"]})
     steps = len(ep["active"])
-    runs = "".join(str(k) for k in ep["active"])
+    runs = "".join(mark(k) for k in ep["active"])
     outcome = (f"reached the goal in {steps} steps (shortest {ep['best']})" if ep["success"]
                else f"did not reach the goal in {steps} steps")
-    return (ep["maze"].render(marks) + f"\nS start, digits: the sub-policy acting in that cell; "
-            f"{outcome}\nsub-policy per step (the master chooses every {ep['macro']}): {runs}")
+    return (ep["maze"].render(marks) + f"\nS start, digits: the sub-policy acting in that cell, "
+            f"+ a primitive action; {outcome}\nchoice per step (a sub-policy lasts {ep['macro']} "
+            f"steps, a primitive 1): {runs}")
 
 
 # ---- Figures: PNG files, no window needed -----------------------------------
@@ -1056,7 +1135,9 @@ def plot_episode(plt, path, maze, ep, colours):
     ax.imshow(~maze.free, cmap="Greys", vmin=0, vmax=1.6)
     rc = maze.cells[ep["cells"]]
     for t, k in enumerate(ep["active"]):
-        ax.plot(rc[t:t + 2, 1], rc[t:t + 2, 0], color=colours(k), lw=3, solid_capstyle="round")
+        primitive = k >= ep["K"]
+        ax.plot(rc[t:t + 2, 1], rc[t:t + 2, 0], color="black" if primitive else colours(k),
+                lw=1.5 if primitive else 3, ls=":" if primitive else "-", solid_capstyle="round")
     switch = [t for t in range(1, len(ep["active"])) if ep["active"][t] != ep["active"][t - 1]]
     ax.scatter(rc[switch, 1], rc[switch, 0], s=60, facecolors="white", edgecolors="black", zorder=3,
                label="switch of sub-policy")
@@ -1064,8 +1145,10 @@ def plot_episode(plt, path, maze, ep, colours):
     for cell, ch in ep["landmarks"].items():
         r, c = maze.cells[cell]
         ax.scatter(c, r, marker="*", s=250, color="red" if ch in "G$" else "gray", zorder=3)
-    for k in sorted(set(ep["active"])):
+    for k in sorted(k for k in set(ep["active"]) if k < ep["K"]):
         ax.plot([], [], color=colours(k), lw=3, label=f"sub-policy {k}")
+    if any(k >= ep["K"] for k in ep["active"]):
+        ax.plot([], [], color="black", lw=1.5, ls=":", label="primitive action (one step)")
     outcome = (f"goal in {len(ep['active'])} steps (shortest {ep['best']})" if ep["success"]
                else "goal not reached")
     ax.set(title=f"A trained master on a held-out task: {outcome}", xticks=[], yticks=[])
@@ -1317,6 +1400,7 @@ def each_round(cfg, family, ckpt, log):
             f"warmup-success {warm if warm is not None else float('nan'):.2f}  "
             f"joint-success {rec['joint_success']:.2f}  "
             f"usage {' '.join(f'{u:.2f}' for u in rec['usage'])}  "
+            + (f"primitives {1 - sum(rec['usage']):.2f}  " if cfg.primitives == "both" else "") +
             f"{done * steps_per_round / elapsed:,.0f} steps/s  elapsed {elapsed:.0f}s  "
             f"eta {elapsed / done * (cfg.rounds - rec['round']):.0f}s")
 
@@ -1429,9 +1513,10 @@ def main(argv=None):
     skills = {"tasks": held.tolist(), "success": alone.round(3).tolist(),
               "best_per_task": float(alone.max(axis=0).mean())}
     maps = reach(cfg, family, subs)
-    reached = None if maps is None else {
-        k: {"mean": float(np.nanmean(v[held])), "per_task": v[held].round(3).tolist()}
-        for k, v in maps.items()}
+    on_held = lambda maps: {k: on_held(v) if isinstance(v, dict) else
+                            {"mean": float(np.nanmean(v[held])), "per_task": v[held].round(3).tolist()}
+                            for k, v in maps.items()}
+    reached = None if maps is None else on_held(maps)
     write_json(os.path.join(out, "results.json"),
                {"config": dataclasses.asdict(cfg), "methods": results, "skills_alone": skills,
                 "reach": reached, "meta_training": history,
@@ -1450,8 +1535,14 @@ def main(argv=None):
               f"{reached['best_success']['mean']:.2f}); a random master meets a goal in "
               f"{reached['master_visit']['mean']:.2f} of its episodes, a random walk in "
               f"{reached['walk_visit']['mean']:.2f}")
+        if "skills_only" in reached:
+            print(f"  with the sub-policies alone, no primitive actions: the best master scores "
+                  f"{reached['skills_only']['best_score']['mean']:.2f} (success "
+                  f"{reached['skills_only']['best_success']['mean']:.2f})")
+    optimum = ("the best return any policy could get" if cfg.reward == "every_step"
+               else "always the shortest path")
     print(f"\nAUC = mean normalised return over {cfg.eval_iters} fine-tuning iterations "
-          f"(1 = always the shortest path).\nmeta-training {t_meta:.0f}s, evaluation "
+          f"(1 = {optimum}).\nmeta-training {t_meta:.0f}s, evaluation "
           f"{t_eval:.0f}s; results, checkpoint and figures in {out}")
 
 

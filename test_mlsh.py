@@ -684,6 +684,97 @@ def _fixed_skills(fam, actions, hidden=8):
     return mlsh.Net(p, 0.0)
 
 
+def test_a_primitive_choice_lasts_one_step_and_trains_no_sub_policy():
+    cfg = mlsh.Config(hidden=8, macro=3, primitives="both")
+    fam = envs.GoalTasks()
+    rng = np.random.default_rng(0)
+    K, A = 2, fam.n_actions
+    subs = mlsh.Net.new(rng, K, fam.obs_dim, A, cfg, cfg.sub_lr, 0.01)
+    agent = mlsh.new_agent(rng, 1, fam.obs_dim, K + A, cfg, cfg.master_lr, cfg.macro, subs, critic=True)
+    out = f"b{cfg.layers}"
+    runner = mlsh.Runner(fam.make(np.repeat(fam.train_tasks[:1], 4), seed=1), 1)
+    agent.master.p[out][:] = -50.0
+    agent.master.p[out][0, 0, K + 1] = 50.0                    # the master always takes primitive 1 (right)
+    ro = runner.run(agent, 12, rng)
+    assert ro.decide.all() and (ro.choice == K + 1).all() and (ro.act == 1).all() and ro.usage.sum() == 0
+    before = {k: v.copy() for k, v in subs.p.items()}
+    mlsh.update(agent, ro, cfg, rng, train_subs=True)
+    assert all(np.array_equal(before[k], subs.p[k]) for k in before)     # no step was a sub-policy's
+    agent.master.p[out][:] = -50.0
+    agent.master.p[out][0, 0, 1] = 50.0                        # now always sub-policy 1, for N = 3 steps
+    runner.set_tasks(np.repeat(fam.train_tasks[:1], 4))
+    ro = runner.run(agent, 12, rng)
+    episode_start = np.r_[np.ones((1, 4), bool), (ro.term | ro.trunc)[:-1]]
+    assert (ro.choice == 1).all()
+    for c in range(4):                                         # decisions 3 steps apart, or at a new episode
+        d = np.flatnonzero(ro.decide[:, c])
+        assert d[0] == 0 and all(b - a == 3 or episode_start[b, c] for a, b in zip(d[:-1], d[1:]))
+        assert all(episode_start[t, c] <= ro.decide[t, c] for t in range(12))
+    mlsh.update(agent, ro, cfg, rng, train_subs=True)
+    assert any(not np.array_equal(before[k], subs.p[k]) for k in before)
+
+
+def test_interruption_stops_a_skill_the_master_no_longer_wants():
+    fam = envs.GoalTasks()
+    rng = np.random.default_rng(0)
+    K, A, start = 2, fam.n_actions, fam.maze.start
+    for interrupt, lasts in [(0.0, 3), (0.5, 1)]:
+        cfg = mlsh.Config(hidden=8, layers=0, macro=3, primitives="test", interrupt=interrupt)   # a linear master
+        subs = _fixed_skills(fam, [1, 1])                          # both always go right: off the start
+        agent = mlsh.new_agent(rng, 1, fam.obs_dim, K + A, cfg, cfg.master_lr, cfg.macro, subs)
+        agent.master.p["W0"][:] = 0.0
+        agent.master.p["W0"][0, :, K + 2] = 50.0                   # everywhere: primitive 2 (down) ...
+        agent.master.p["W0"][0, start, 1] = 100.0                  # ... but skill 1 at the start
+        runner = mlsh.Runner(fam.make(fam.train_tasks[-1:], seed=1), 1)    # a goal far away
+        ro = runner.run(agent, 6, rng)
+        assert (ro.choice[:lasts, 0] == 1).all() and ro.choice[lasts, 0] == K + 2 and ro.decide[lasts, 0]
+
+
+def test_master_transitions_discount_per_env_step_with_smdp():
+    # one copy, decisions at 0 (3 steps) and 3 (1 step); reward 1 at step 2 and at step 3; V = 0
+    decide = np.array([[1], [0], [0], [1]], bool)
+    rew = np.array([[0.0], [0.0], [1.0], [1.0]])
+    ro = _rollout(decide, rew)
+    t, i, adv, _ = mlsh.master_transitions(ro, _value_net(1, 2), 1, 0.5, 1.0, smdp=True)
+    # per env step: R_0 = 0.5^2 * 1 = 0.25, then gamma^3 = 0.125 times A_1 = 1: A_0 = 0.375
+    assert np.allclose(adv[np.argsort(t)], [0.25 + 0.125 * 1.0, 1.0])
+    _, _, adv, _ = mlsh.master_transitions(ro, _value_net(1, 2), 1, 0.5, 1.0)
+    assert np.allclose(np.sort(adv), [1.0, 1.5])                    # per decision: 1 + 0.5 * 1
+
+
+def test_the_papers_reward_pays_every_step_on_the_goal_and_never_ends_there():
+    rows = ["#####", "#S..#", "#####"]                           # a corridor: S, a, goal by the wall
+    maze = envs.Maze(rows)
+    best = envs.best_returns(maze, 5)
+    assert best[0, 2] == 4 and best[0, 1] == 5                   # 2 moves then 3 bumps; 1 move then 4 bumps
+    room = envs.Maze(["#######", "#S....#", "#.....#", "#.....#", "#######"])
+    centre = room.index[2, 3]                                    # no wall beside it: off and on again
+    assert room.dist[0, centre] == 3 and envs.best_returns(room, 7)[0, centre] == 3   # steps 3, 5 and 7
+    env = envs.GoalMaze([2], rows=rows, max_steps=5, reward="every_step", seed=0)
+    env.reset()
+    rewards = []
+    for a in [1, 1, 1, 1, 3]:                                    # right, right, bump, bump, left
+        obs, r, term, trunc, info = env.step(np.array([a]))
+        rewards.append(r[0])
+        assert not term[0]
+    assert rewards == [0, 1, 1, 1, 0] and trunc[0] and info["success"][0] and info["score"][0] == 3 / 4
+    with pytest.raises(ValueError, match="choose one of reach, every_step"):
+        envs.GoalMaze([2], rows=rows, reward="stay")
+
+
+@pytest.mark.parametrize("reward", ["reach", "every_step"])
+def test_reach_with_primitives_can_always_do_the_best(reward):
+    # primitives alone can take the shortest path (and then stay, bumping, where the reward pays for it)
+    cfg = mlsh.Config(max_steps=12, macro=4, primitives="test", reward=reward)
+    fam = mlsh.make_family(cfg)
+    maze = fam.maze
+    got = mlsh.reach(cfg, fam, _fixed_skills(fam, [1, 2, 0]), rollouts=1)
+    near = (maze.dist[maze.start] <= 12) & (np.arange(maze.n_cells) != maze.start)
+    assert np.allclose(got["best_score"][near], 1.0) and np.allclose(got["best_success"][near], 1.0)
+    only = got["skills_only"]["best_score"]
+    assert (only[near] <= 1.0 + 1e-12).all() and (only[near] < 1.0).any()
+
+
 def test_reach_is_the_best_over_every_sequence_of_choices():
     # deterministic skills from a fixed start: the best master is the best sequence of K^(T/N) choices
     cfg = mlsh.Config(max_steps=12, macro=4)
@@ -710,6 +801,20 @@ def test_reach_is_the_best_over_every_sequence_of_choices():
     assert best_success.sum() >= 10 and np.isnan(got["best_score"][maze.start])
     walk = got["walk_visit"]                                      # a random walk meets near cells more often
     assert walk[maze.next_cell[maze.start, 1]] > 0.9 > 0.1 > np.nanmax(walk[fam.test_tasks])
+    # the paper's reward: every step on g pays; the best sequence collects the most steps on g
+    cfg = mlsh.Config(max_steps=12, macro=4, reward="every_step")
+    fam = mlsh.make_family(cfg)
+    got = mlsh.reach(cfg, fam, subs, rollouts=1)
+    most = np.zeros(maze.n_cells)
+    for seq in sequences:
+        cell, on = maze.start, np.zeros(maze.n_cells)
+        for t in range(12):
+            cell = maze.next_cell[cell, [1, 2, 0][seq[t // 4]]]
+            on[cell] += 1
+        most = np.maximum(most, on)
+    best = envs.best_returns(maze, 12)[maze.start]
+    assert np.allclose(got["best_score"][others], (most / np.maximum(best, 1e-9))[others])
+    assert (most[others] > 1).any() and np.allclose(got["best_success"][others], best_success[others])
 
 
 # ---------------------------------------------------------------------------
@@ -926,6 +1031,9 @@ def test_a_maze_file_that_is_not_text_is_refused(tmp_path):
     (["--eval-split", "train"], "--eval-split 'train': choose test or validation"),
     (["--env", "rooms", "--rooms", "1"], "--rooms is 1; a room maze has at least 2 x 2 rooms"),
     (["--env", "rooms", "--maze", "mazes/example.txt"], "use it with --env fourrooms, not rooms"),
+    (["--primitives", "always"], "--primitives 'always': choose none (the paper's MLSH), test"),
+    (["--reward", "stay"], "--reward 'stay': choose reach"),
+    (["--env", "bandits", "--reward", "every_step"], "--reward every_step is for goal mazes"),
 ])
 def test_bad_flags_are_refused_before_training(capsys, flags, expected):
     with pytest.raises(SystemExit) as e:
@@ -1396,7 +1504,7 @@ WRONG_ANSWERS = {
         ("no bootstrap at a truncation", [("(1.0 - term) * next_val", "(1.0 - end) * next_val")]),
         ("V(s_t+1) read from val[t + 1], across episode ends",
          [("* next_val - val", "* np.concatenate([val[1:], next_val[-1:]]) - val")]),
-        ("gamma instead of gamma lam", [("gamma * lam * (1.0 - end[t])", "gamma * (1.0 - end[t])")]),
+        ("gamma instead of gamma lam", [("gamma[t] * lam * (1.0 - end[t])", "gamma[t] * (1.0 - end[t])")]),
         ("the mask of the step before", [("(1.0 - end[t])", "(1.0 - end[t - 1])")]),
         ("forwards through time", [("reversed(range(len(delta)))", "range(len(delta))")]),
         ("the return, not the advantage", [("return adv", "return adv + val")]),
