@@ -263,6 +263,7 @@ def row(seed, res):
     history = res.get("meta_training") or [{}]
     return {"seed": seed, "methods": methods, "best_alone": res["skills_alone"]["best_per_task"],
             "best_master": reached.get("best_score", {}).get("mean"),
+            "best_master_skills_only": reached.get("skills_only", {}).get("best_score", {}).get("mean"),
             "random_master_meets": reached.get("master_visit", {}).get("mean"),
             "random_walk_meets": reached.get("walk_visit", {}).get("mean"),
             "meta_success": [history[0].get("joint_success"), history[-1].get("joint_success")]}
@@ -336,6 +337,8 @@ def table(rows, s):
             "round |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     lines = [head]
     frac = lambda x: "-" if x is None else f"{x:.2f}"
+    skills = lambda r: r.get("best_master_skills_only")
+    best_master = lambda r: frac(r.get("best_master")) + ("" if skills(r) is None else f" (skills alone {skills(r):.2f})")
 
     def cell(m, name):
         if name not in m:
@@ -355,7 +358,7 @@ def table(rows, s):
         meets = " / ".join(frac(r.get(k)) for k in ("random_master_meets", "random_walk_meets"))
         meta = " / ".join(frac(x) for x in r.get("meta_success", [None, None]))
         lines.append(f"| {r['seed']} | " + " | ".join(cell(m, n) for n in METHODS) + f" | {success} | "
-                     f"{r['best_alone']:.2f} | {frac(r.get('best_master'))} | {meets} | {meta} |")
+                     f"{r['best_alone']:.2f} | {best_master(r)} | {meets} | {meta} |")
     if s["n"]:
         mean, succ = s["mean_auc"], s["mean_success_auc"]
         lines.append("| mean | " + " | ".join(f"{mean[n]:.3f}" if n in mean else "-" for n in METHODS) + " | "
