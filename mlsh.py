@@ -74,9 +74,8 @@ class Config:
     # hierarchy
     subpolicies: int = 4            # K: number of sub-policies
     macro: int = 5                  # N: steps each master decision lasts
-    primitives: str = "none"        # the master may also take a primitive action for 1 step: none|test|both
-    smdp: bool = False              # the master discounts per env step (gamma^duration), not per decision
-    interrupt: float = 0.0          # the master re-decides inside a skill whose probability falls below it
+    paper_master: bool = False      # fine-tune the paper's master only: no primitive actions (options)
+    interrupt: float = 0.0          # options: the master re-decides in a skill whose probability is below
     hidden: int = 64                # units per hidden layer (tanh)
     layers: int = 1                 # hidden layers per network
     # meta-training schedule
@@ -384,6 +383,8 @@ class Agent:
     subs:    φ, K sub-policies over the A primitive actions, shared by all M (None: flat agent)
     critic:  M per-step value functions used only to train φ (None when φ is frozen)
     macro:   N, steps per master decision (1 for a flat agent)
+    primitives: choices K..K+A-1 are the primitive actions, for one step each (options; discounted
+             per env step, since the master's choices last 1 or N steps)
     interrupt: a skill stops early where the master's probability of it is below this (0: never)
 
     A flat PPO policy is this same agent with no sub-policies: its master's
@@ -394,6 +395,7 @@ class Agent:
     subs: Net = None
     critic: Net = None
     macro: int = 1
+    primitives: bool = False
     interrupt: float = 0.0
 
     @property
@@ -401,16 +403,16 @@ class Agent:
         return self.master.G
 
 
-def new_agent(rng, M, D, n_choices, cfg, lr, macro=1, subs=None, critic=False):
+def new_agent(rng, M, D, n_choices, cfg, lr, macro=1, subs=None, critic=False, primitives=False):
     """M fresh masters (new weights, new Adam state: θ is reset whole) and their value functions.
 
-    n_choices is K for a hierarchy, A for a flat policy; critic=True adds the
-    per-task step critics needed while φ is being trained.
+    n_choices is K for a hierarchy (K + A with primitives), A for a flat policy;
+    critic=True adds the per-task step critics needed while φ is being trained.
     """
     master = Net.new(rng, M, D, n_choices, cfg, lr, out_scale=0.01)
     value = Net.new(rng, M, D, 1, cfg, cfg.value_lr)
     return Agent(master, value, subs, Net.new(rng, M, D, 1, cfg, cfg.value_lr) if critic else None,
-                 macro, cfg.interrupt if subs is not None else 0.0)
+                 macro, primitives, cfg.interrupt if primitives else 0.0)
 
 
 @dataclass
@@ -461,7 +463,7 @@ class Runner:
             # master θ: a new choice where one is due, else keep the current one
             decide = self.countdown == 0
             logits = agent.master(obs.reshape(M, self.E, -1)).reshape(n, -1)   # (n, K) or (n, A)
-            if agent.interrupt > 0:   # EXPERIMENTAL: stop a skill the master no longer wants here
+            if agent.interrupt > 0:   # stop a skill the master no longer wants here
                 keep = np.take_along_axis(log_softmax(logits), self.active[:, None], 1)[:, 0]
                 decide |= keep < np.log(agent.interrupt)
             choice = np.where(decide, sample(rng, logits), self.active)
@@ -476,7 +478,7 @@ class Runner:
                 sub_logits = agent.subs(obs[None])[np.minimum(choice, K - 1), np.arange(n)]
                 act = sample(rng, sub_logits)
                 act_logp = np.take_along_axis(log_softmax(sub_logits), act[:, None], 1)[:, 0]
-                # choice K + a, where the master may take primitives: action a, for one step
+                # choice K + a (a master with primitives): action a, for one step
                 act = np.where(choice >= K, choice - K, act)
                 self.countdown[decide & (choice >= K)] = 0
 
@@ -522,7 +524,7 @@ def master_transitions(ro, value, E, gamma, lam, smdp=False):
     val = values(value, ro.obs[t, i], i // E)
     next_val = values(value, ro.next_obs[last, i], i // E)
     j, grid = by_decision(i, n)                          # GAE runs down the (J, n) layout
-    if smdp:   # EXPERIMENTAL: discount per env step: rewards within a decision, gamma^duration after
+    if smdp:   # discount per env step: the rewards within a decision, and gamma^duration after it
         disc = gamma ** np.arange(S + 1)[:, None]
         cum = np.vstack([np.zeros((1, n)), np.cumsum(disc[:-1] * ro.rew, axis=0)])
         R, gamma = (cum[last + 1, i] - cum[t, i]) / disc[t, 0], grid(gamma ** (last + 1 - t))
@@ -553,7 +555,7 @@ def update(agent, ro, cfg, rng, train_subs=False):
     """
     S, n = ro.rew.shape
     M, E = agent.M, n // agent.M
-    t, i, adv, ret = master_transitions(ro, agent.value, E, cfg.gamma, cfg.lam, cfg.smdp)
+    t, i, adv, ret = master_transitions(ro, agent.value, E, cfg.gamma, cfg.lam, agent.primitives)
     ppo_update(agent.master, agent.value, ro.obs[t, i], ro.choice[t, i], ro.choice_logp[t, i],
                adv, ret, i // E, cfg.master_ent, cfg, rng)
     if agent.critic is None:
@@ -584,8 +586,7 @@ def meta_round(cfg, family, runner, subs, rng):
     """
     M, E, K = cfg.tasks, cfg.envs, cfg.subpolicies
     runner.set_tasks(np.repeat(family.sample(rng, M), E))               # M tasks, E copies of each
-    choices = K + (family.n_actions if cfg.primitives == "both" else 0)
-    agent = new_agent(rng, M, family.obs_dim, choices, cfg, cfg.master_lr, cfg.macro, subs=subs,
+    agent = new_agent(rng, M, family.obs_dim, K, cfg, cfg.master_lr, cfg.macro, subs=subs,
                       critic=True)                                       # a fresh θ
     usage, warm = np.zeros(K), None
     for it in range(cfg.warmup + cfg.joint):
@@ -662,17 +663,23 @@ def evaluate(cfg, family, subs):
     """The paper's test on held-out tasks, for MLSH and the three baselines in cfg.methods.
 
     A generator: as each method finishes it yields (name, lr, *fine_tune's results).
-      mlsh         a fresh master over the learned φ, frozen
-      random_subs  a fresh master over untrained sub-policies: what learning φ bought
+      mlsh         a fresh master over the learned φ, frozen, and over the A primitive
+                   actions as options of one step (unless cfg.paper_master)
+      mlsh_paper   the paper's master over the same φ: skills only (with mlsh, unless
+                   cfg.paper_master, when mlsh is this one)
+      random_subs  mlsh's master over untrained sub-policies: what learning φ bought
       flat         flat PPO from scratch, once per rate in cfg.flat_lrs
       shared       one flat policy pre-trained on the training tasks, then
                    fine-tuned, at flat PPO's best rate (needs flat)
     """
     D, A, K = family.obs_dim, family.n_actions, cfg.subpolicies
-    choices = K + (A if cfg.primitives != "none" else 0)
-    over = lambda phi: lambda rng, L: new_agent(rng, L, D, choices, cfg, cfg.master_lr, cfg.macro, phi)
+    prim = not cfg.paper_master
+    over = lambda phi, prim=prim: lambda rng, L: new_agent(rng, L, D, K + A * prim, cfg, cfg.master_lr,
+                                                           cfg.macro, phi, primitives=prim)
     if "mlsh" in cfg.methods:
         yield ("mlsh", cfg.master_lr, *fine_tune(cfg, family, over(subs), cfg.seeds))
+        if prim:
+            yield ("mlsh_paper", cfg.master_lr, *fine_tune(cfg, family, over(subs, False), cfg.seeds))
     if "random_subs" in cfg.methods:
         random_subs = Net.new(np.random.default_rng([cfg.seed, 4]), K, D, A, cfg, cfg.sub_lr, 0.01)
         yield ("random_subs", cfg.master_lr, *fine_tune(cfg, family, over(random_subs), cfg.seeds))
@@ -772,9 +779,6 @@ def check_config(cfg):
     if cfg.reward not in envs.GoalMaze.REWARDS:
         problems.append(f"--reward {cfg.reward!r}: choose reach (+1 on reaching the goal, which ends "
                         f"the episode) or every_step (+1 for every step on the goal: the paper's)")
-    if cfg.primitives not in ("none", "test", "both"):
-        problems.append(f"--primitives {cfg.primitives!r}: choose none (the paper's MLSH), test "
-                        f"(fine-tuning masters only) or both (meta-training masters too)")
     if cfg.eval_split not in envs.TaskFamily.SPLITS:
         problems.append(f"--eval-split {cfg.eval_split!r}: choose test or validation")
     unknown = [m for m in cfg.methods if m not in METHOD_NAMES]
@@ -879,7 +883,7 @@ def reach(cfg, family, subs, rollouts=32):
     success; with the mean over k instead of the max, how often a uniformly
     random master (a fresh one) meets g; with K = 1 and uniformly random
     actions, how often a random walk (flat PPO at its start) does.
-    When the fine-tuning master may also take primitive actions (cfg.primitives),
+    When the fine-tuning master may also take primitive actions (not cfg.paper_master),
     each is one more choice that lasts one step, and the master decides at
     every t = T - 1, ..., 0; then "skills_only" holds the best score and
     success without them.
@@ -942,7 +946,7 @@ def reach(cfg, family, subs, rollouts=32):
     skills = [first_meetings(lambda obs, k: subs(obs[None])[k, np.arange(len(k))], subs.G, N)]
     walk = [first_meetings(lambda obs, k: np.zeros((len(k), A)), 1, N)]
     choices, every = skills, N
-    if cfg.primitives != "none":                                # A more choices of one step each
+    if not cfg.paper_master:                                    # A more choices of one step each
         one = lambda obs, k: np.where(np.arange(A) == k[:, None], 0.0, -1e9)
         choices, every = skills + [first_meetings(one, A, 1, rollouts if family.slip else 1)], 1
     starts = np.arange(C) if family.start is None else np.array([maze.start])
@@ -960,7 +964,7 @@ def reach(cfg, family, subs, rollouts=32):
            "best_success": per_goal(recursion(choices, hit, np.max, every)),
            "master_visit": per_goal(recursion(choices, hit, np.mean, every)),
            "walk_visit": per_goal(recursion(walk, hit, np.mean, N))}
-    if cfg.primitives != "none":
+    if not cfg.paper_master:
         out["skills_only"] = {"best_score": per_goal(best(skills, N)),
                               "best_success": per_goal(recursion(skills, hit, np.max, N))}
     return out
@@ -1126,7 +1130,7 @@ def render_episode(ep):
 # ---- Figures: PNG files, no window needed -----------------------------------
 
 METHODS = [("mlsh", "MLSH"), ("flat", "flat PPO"), ("shared", "shared policy"),
-           ("random_subs", "random sub-policies")]
+           ("random_subs", "random sub-policies"), ("mlsh_paper", "MLSH, the paper's master")]
 
 
 def plot_episode(plt, path, maze, ep, colours):
@@ -1400,7 +1404,6 @@ def each_round(cfg, family, ckpt, log):
             f"warmup-success {warm if warm is not None else float('nan'):.2f}  "
             f"joint-success {rec['joint_success']:.2f}  "
             f"usage {' '.join(f'{u:.2f}' for u in rec['usage'])}  "
-            + (f"primitives {1 - sum(rec['usage']):.2f}  " if cfg.primitives == "both" else "") +
             f"{done * steps_per_round / elapsed:,.0f} steps/s  elapsed {elapsed:.0f}s  "
             f"eta {elapsed / done * (cfg.rounds - rec['round']):.0f}s")
 
@@ -1412,7 +1415,8 @@ def evaluate_all(cfg, family, subs, log):
     Returns the results per method and MLSH's trained masters (None without MLSH)."""
     results, flat, masters, t0 = {}, {}, None, time.time()
     for name, lr, score, success, learners in evaluate(cfg, family, subs):
-        label = {"flat": f"flat lr={lr:g}", "random_subs": "random subs"}.get(name, name)
+        label = {"flat": f"flat lr={lr:g}", "random_subs": "random subs",
+                 "mlsh_paper": "mlsh (paper's)"}.get(name, name)
         finite(f"the masters' weights of {label}", learners.master.p)
         rng = np.random.default_rng([cfg.seed, 3, zlib.crc32(label.encode())])   # order-free
         res = summarise(score, success, rng)
@@ -1433,7 +1437,7 @@ def evaluate_all(cfg, family, subs, log):
 
 def table(results):
     lines = [f"{'method':<14s} {'AUC':>6s}  {'95% CI':<16s} {'80% success at':>14s}"]
-    for name in [m for m in METHOD_NAMES if m in results]:
+    for name in [m for m in ("mlsh", "mlsh_paper", "flat", "shared", "random_subs") if m in results]:
         r = results[name]
         it = "never" if r["iters_to_80"] is None else f"iteration {r['iters_to_80']}"
         label = name + (f" lr={r['lr']:g}" if name == "flat" else "")

@@ -35,8 +35,10 @@ import mlsh
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MLSH = os.path.join(HERE, "mlsh.py")
-METHODS = [name for name, _ in mlsh.METHODS]                  # mlsh, flat, shared, random_subs
-LABELS = {**dict(mlsh.METHODS), "random_subs": "random subs"}
+METHODS = ["mlsh", "mlsh_paper", "flat", "shared", "random_subs"]   # the order of the tables' columns
+LABELS = {**dict(mlsh.METHODS), "random_subs": "random subs", "mlsh_paper": "MLSH (paper's master)"}
+COLUMNS = {"mlsh": "MLSH", "mlsh_paper": "MLSH, the paper's master", "flat": "flat PPO (lr)", "shared": "shared",
+           "random_subs": "random subs"}
 NOT_HERE = {"--seed": "give the seeds with --seeds", "--load": "a sweep trains every seed itself",
             "--eval-only": "a sweep trains every seed itself", "--bench": "run python mlsh.py --bench by itself"}
 
@@ -303,8 +305,11 @@ def summary(rows):
         s["twice_flat"] = sum(low(r, "mlsh") > high(r, "flat") and auc(r, "mlsh") >= 2 * auc(r, "flat") for r in ok)
         if s["mean_auc"]["flat"] > 0:
             s["ratio"] = s["mean_auc"]["mlsh"] / s["mean_auc"]["flat"]
-    if "mlsh" in have and len(have) > 1:
-        s["above_all"] = sum(low(r, "mlsh") > max(high(r, m) for m in have if m != "mlsh") for r in ok)
+    if "mlsh_paper" in have and "flat" in have:
+        s["paper_above_flat"] = sum(low(r, "mlsh_paper") > high(r, "flat") for r in ok)
+    baselines = [m for m in have if m not in ("mlsh", "mlsh_paper")]
+    if "mlsh" in have and baselines:
+        s["above_all"] = sum(low(r, "mlsh") > max(high(r, m) for m in baselines) for r in ok)
     return s
 
 
@@ -318,7 +323,10 @@ def summary_line(s):
     return (f"{s['n']} seeds: MLSH's interval above flat PPO's on {s['above_flat']} of {s['n']}, above every "
             f"baseline's on {s['above_all']}; MLSH AUC minus flat's {s['mean_diff']:+.3f} "
             f"[{s['mean_diff_ci'][0]:+.3f}, {s['mean_diff_ci'][1]:+.3f}] (mean over seeds, 95% bootstrap "
-            f"interval); mean AUC MLSH {s['mean_auc']['mlsh']:.3f}, flat {s['mean_auc']['flat']:.3f}{failed}")
+            f"interval); mean AUC MLSH {s['mean_auc']['mlsh']:.3f}, flat {s['mean_auc']['flat']:.3f}"
+            + (f"; the paper's master over the same skills: {s['mean_auc']['mlsh_paper']:.3f}, its interval above "
+               f"flat's on {s['paper_above_flat']} of {s['n']}" if s.get("paper_above_flat") is not None else "")
+            + failed)
 
 
 def ratio_line(s):
@@ -332,10 +340,12 @@ def ratio_line(s):
 
 def table(rows, s):
     """The per-seed markdown table: bold where MLSH's interval lies above flat's."""
-    head = ("| seed | MLSH | flat PPO (lr) | shared | random subs | success AUC MLSH / flat | best sub-policy alone "
-            "| best master's score | a random master / walk meets the goal | meta-training success, first / last "
-            "round |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    lines = [head]
+    shown = [m for m in METHODS if m in ("mlsh", "flat", "shared", "random_subs")
+             or any(m in r.get("methods", {}) for r in rows)]
+    columns = [COLUMNS[m] for m in shown] + ["success AUC MLSH / flat", "best sub-policy alone", "best master's score",
+                                             "a random master / walk meets the goal",
+                                             "meta-training success, first / last round"]
+    lines = ["| seed | " + " | ".join(columns) + " |", "| --- " * (len(columns) + 1) + "|"]
     frac = lambda x: "-" if x is None else f"{x:.2f}"
     skills = lambda r: r.get("best_master_skills_only")
     best_master = lambda r: frac(r.get("best_master")) + ("" if skills(r) is None else f" (skills alone {skills(r):.2f})")
@@ -351,17 +361,17 @@ def table(rows, s):
 
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['seed']} | failed: {r['error']} | | | | | | | | |")
+            lines.append(f"| {r['seed']} | failed: {r['error']} |" + " |" * (len(columns) - 1))
             continue
         m = r["methods"]
         success = " / ".join(frac(m[n]["success_auc"] if n in m else None) for n in ("mlsh", "flat"))
         meets = " / ".join(frac(r.get(k)) for k in ("random_master_meets", "random_walk_meets"))
         meta = " / ".join(frac(x) for x in r.get("meta_success", [None, None]))
-        lines.append(f"| {r['seed']} | " + " | ".join(cell(m, n) for n in METHODS) + f" | {success} | "
+        lines.append(f"| {r['seed']} | " + " | ".join(cell(m, n) for n in shown) + f" | {success} | "
                      f"{r['best_alone']:.2f} | {best_master(r)} | {meets} | {meta} |")
     if s["n"]:
         mean, succ = s["mean_auc"], s["mean_success_auc"]
-        lines.append("| mean | " + " | ".join(f"{mean[n]:.3f}" if n in mean else "-" for n in METHODS) + " | "
+        lines.append("| mean | " + " | ".join(f"{mean[n]:.3f}" if n in mean else "-" for n in shown) + " | "
                      + " / ".join(frac(succ.get(n)) for n in ("mlsh", "flat")) + " | | | | |")
     return "\n".join(lines) + "\n\n" + summary_line(s) + "\n" + ratio_line(s)
 
@@ -373,22 +383,21 @@ def plot(path, rows, title):
     import matplotlib.pyplot as plt
 
     ok = [r for r in rows if "error" not in r]
-    x = np.arange(len(METHODS))
-    fig, ax = plt.subplots(figsize=(6.4, 4))
-    have = [i for i, m in enumerate(METHODS) if m in ok[0]["methods"]]
+    shown = [m for m in METHODS if m in ok[0]["methods"]]
+    x = np.arange(len(shown))
+    fig, ax = plt.subplots(figsize=(6.4 + 1.2 * (len(shown) > 4), 4))
     for r in ok:
-        y = [r["methods"][METHODS[i]]["auc"] for i in have]
-        ax.plot(x[have], y, color="grey", lw=0.8, alpha=0.6, zorder=1)
-        ax.text(x[have[0]] - 0.08, y[0], str(r["seed"]), fontsize=7, color="grey", va="center", ha="right")
-    for i in have:
-        m = METHODS[i]
+        y = [r["methods"][m]["auc"] for m in shown]
+        ax.plot(x, y, color="grey", lw=0.8, alpha=0.6, zorder=1)
+        ax.text(x[0] - 0.08, y[0], str(r["seed"]), fontsize=7, color="grey", va="center", ha="right")
+    for i, m in enumerate(shown):
         y = [r["methods"][m]["auc"] for r in ok]
-        ax.scatter(np.full(len(y), i), y, s=25, color=f"C{i}", zorder=2)
+        ax.scatter(np.full(len(y), i), y, s=25, color=f"C{METHODS.index(m)}", zorder=2)
         if y:
             ax.hlines(np.mean(y), i - 0.25, i + 0.25, color="black", lw=2.5, zorder=3)
             ax.text(i + 0.27, np.mean(y), f"{np.mean(y):.2f}", va="center", fontsize=8)
-    ax.set(xticks=x, xticklabels=[LABELS[m] for m in METHODS], ylabel="AUC on held-out tasks", ylim=(-0.03, 1.03),
-           xlim=(-0.6, len(METHODS) - 0.3))
+    ax.set(xticks=x, xticklabels=[LABELS[m] for m in shown], ylabel="AUC on held-out tasks", ylim=(-0.03, 1.03),
+           xlim=(-0.6, len(shown) - 0.3))
     ax.set_title(title, fontsize=9)
     ax.text(0.0, -0.14, f"{len(ok)} meta-training seeds (dots; a line joins one seed's methods; bar: mean)",
             transform=ax.transAxes, fontsize=8)

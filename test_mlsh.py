@@ -685,12 +685,13 @@ def _fixed_skills(fam, actions, hidden=8):
 
 
 def test_a_primitive_choice_lasts_one_step_and_trains_no_sub_policy():
-    cfg = mlsh.Config(hidden=8, macro=3, primitives="both")
+    cfg = mlsh.Config(hidden=8, macro=3)
     fam = envs.GoalTasks()
     rng = np.random.default_rng(0)
     K, A = 2, fam.n_actions
     subs = mlsh.Net.new(rng, K, fam.obs_dim, A, cfg, cfg.sub_lr, 0.01)
-    agent = mlsh.new_agent(rng, 1, fam.obs_dim, K + A, cfg, cfg.master_lr, cfg.macro, subs, critic=True)
+    agent = mlsh.new_agent(rng, 1, fam.obs_dim, K + A, cfg, cfg.master_lr, cfg.macro, subs, critic=True,
+                           primitives=True)
     out = f"b{cfg.layers}"
     runner = mlsh.Runner(fam.make(np.repeat(fam.train_tasks[:1], 4), seed=1), 1)
     agent.master.p[out][:] = -50.0
@@ -719,9 +720,9 @@ def test_interruption_stops_a_skill_the_master_no_longer_wants():
     rng = np.random.default_rng(0)
     K, A, start = 2, fam.n_actions, fam.maze.start
     for interrupt, lasts in [(0.0, 3), (0.5, 1)]:
-        cfg = mlsh.Config(hidden=8, layers=0, macro=3, primitives="test", interrupt=interrupt)   # a linear master
+        cfg = mlsh.Config(hidden=8, layers=0, macro=3, interrupt=interrupt)   # a linear master
         subs = _fixed_skills(fam, [1, 1])                          # both always go right: off the start
-        agent = mlsh.new_agent(rng, 1, fam.obs_dim, K + A, cfg, cfg.master_lr, cfg.macro, subs)
+        agent = mlsh.new_agent(rng, 1, fam.obs_dim, K + A, cfg, cfg.master_lr, cfg.macro, subs, primitives=True)
         agent.master.p["W0"][:] = 0.0
         agent.master.p["W0"][0, :, K + 2] = 50.0                   # everywhere: primitive 2 (down) ...
         agent.master.p["W0"][0, start, 1] = 100.0                  # ... but skill 1 at the start
@@ -765,7 +766,7 @@ def test_the_papers_reward_pays_every_step_on_the_goal_and_never_ends_there():
 @pytest.mark.parametrize("reward", ["reach", "every_step"])
 def test_reach_with_primitives_can_always_do_the_best(reward):
     # primitives alone can take the shortest path (and then stay, bumping, where the reward pays for it)
-    cfg = mlsh.Config(max_steps=12, macro=4, primitives="test", reward=reward)
+    cfg = mlsh.Config(max_steps=12, macro=4, reward=reward)
     fam = mlsh.make_family(cfg)
     maze = fam.maze
     got = mlsh.reach(cfg, fam, _fixed_skills(fam, [1, 2, 0]), rollouts=1)
@@ -777,7 +778,7 @@ def test_reach_with_primitives_can_always_do_the_best(reward):
 
 def test_reach_is_the_best_over_every_sequence_of_choices():
     # deterministic skills from a fixed start: the best master is the best sequence of K^(T/N) choices
-    cfg = mlsh.Config(max_steps=12, macro=4)
+    cfg = mlsh.Config(max_steps=12, macro=4, paper_master=True)
     fam = mlsh.make_family(cfg)
     maze = fam.maze
     subs = _fixed_skills(fam, [1, 2, 0])                          # right, down, up
@@ -802,7 +803,7 @@ def test_reach_is_the_best_over_every_sequence_of_choices():
     walk = got["walk_visit"]                                      # a random walk meets near cells more often
     assert walk[maze.next_cell[maze.start, 1]] > 0.9 > 0.1 > np.nanmax(walk[fam.test_tasks])
     # the paper's reward: every step on g pays; the best sequence collects the most steps on g
-    cfg = mlsh.Config(max_steps=12, macro=4, reward="every_step")
+    cfg = mlsh.Config(max_steps=12, macro=4, reward="every_step", paper_master=True)
     fam = mlsh.make_family(cfg)
     got = mlsh.reach(cfg, fam, subs, rollouts=1)
     most = np.zeros(maze.n_cells)
@@ -837,7 +838,7 @@ def test_methods_and_the_validation_split(tmp_path):
     mlsh.main(["--quick", "--methods", "mlsh", "random_subs", "--eval-split", "validation", "--quiet",
                "--out", str(tmp_path)])
     res = json.loads((tmp_path / "results.json").read_text())
-    assert set(res["methods"]) == {"mlsh", "random_subs"}
+    assert set(res["methods"]) == {"mlsh", "mlsh_paper", "random_subs"}      # the paper's master beside MLSH's
     assert res["skills_alone"]["tasks"] == envs.GoalTasks().val_tasks.tolist()
     assert (tmp_path / "curves.png").exists() and (tmp_path / "episode.png").exists()
 
@@ -1031,7 +1032,6 @@ def test_a_maze_file_that_is_not_text_is_refused(tmp_path):
     (["--eval-split", "train"], "--eval-split 'train': choose test or validation"),
     (["--env", "rooms", "--rooms", "1"], "--rooms is 1; a room maze has at least 2 x 2 rooms"),
     (["--env", "rooms", "--maze", "mazes/example.txt"], "use it with --env fourrooms, not rooms"),
-    (["--primitives", "always"], "--primitives 'always': choose none (the paper's MLSH), test"),
     (["--reward", "stay"], "--reward 'stay': choose reach"),
     (["--env", "bandits", "--reward", "every_step"], "--reward every_step is for goal mazes"),
 ])
@@ -1382,7 +1382,7 @@ def test_a_grid_runs_a_sweep_per_combination(swept, tmp_path):
     five = json.loads((tmp_path / "macro-5" / "seed-0" / "results.json").read_text())
     assert _numbers(five) == _numbers(json.loads((swept / "hand-0" / "results.json").read_text()))  # --macro 5 is the default
     assert json.loads((tmp_path / "macro-3" / "seed-0" / "results.json").read_text())["config"]["macro"] == 3
-    assert "| macro | MLSH | flat PPO |" in (tmp_path / "grid.md").read_text() and (tmp_path / "grid.png").exists()
+    assert "| macro | MLSH | MLSH (paper's master) | flat PPO |" in (tmp_path / "grid.md").read_text() and (tmp_path / "grid.png").exists()
 
 
 @pytest.mark.parametrize("argv, expected", [
