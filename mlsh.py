@@ -74,7 +74,7 @@ class Config:
     # hierarchy
     subpolicies: int = 4            # K: number of sub-policies
     macro: int = 5                  # N: steps each master decision lasts
-    paper_master: bool = False      # fine-tune the paper's master only: no primitive actions (options)
+    master: str = "options"         # fine-tuning: options (skills and primitive actions) | paper (skills)
     interrupt: float = 0.0          # options: the master re-decides in a skill whose probability is below
     hidden: int = 64                # units per hidden layer (tanh)
     layers: int = 1                 # hidden layers per network
@@ -664,16 +664,16 @@ def evaluate(cfg, family, subs):
 
     A generator: as each method finishes it yields (name, lr, *fine_tune's results).
       mlsh         a fresh master over the learned φ, frozen, and over the A primitive
-                   actions as options of one step (unless cfg.paper_master)
+                   actions as options of one step (cfg.master "options")
       mlsh_paper   the paper's master over the same φ: skills only (with mlsh, unless
-                   cfg.paper_master, when mlsh is this one)
+                   cfg.master is "paper", when mlsh is this one)
       random_subs  mlsh's master over untrained sub-policies: what learning φ bought
       flat         flat PPO from scratch, once per rate in cfg.flat_lrs
       shared       one flat policy pre-trained on the training tasks, then
                    fine-tuned, at flat PPO's best rate (needs flat)
     """
     D, A, K = family.obs_dim, family.n_actions, cfg.subpolicies
-    prim = not cfg.paper_master
+    prim = cfg.master == "options"
     over = lambda phi, prim=prim: lambda rng, L: new_agent(rng, L, D, K + A * prim, cfg, cfg.master_lr,
                                                            cfg.macro, phi, primitives=prim)
     if "mlsh" in cfg.methods:
@@ -716,15 +716,16 @@ def evaluate(cfg, family, subs):
 PRESETS = {  # named settings; --env E uses preset E, and any flag given on the command line wins
     "fourrooms": dict(env="fourrooms", subpolicies=4, macro=5, max_steps=50, warmup=10, joint=20,
                       rounds=20),
-    # chosen over 10 meta-training seeds: RESULTS.md
+    # chosen over 10 meta-training seeds; primitives cost a master here (RESULTS.md)
     "bandits": dict(env="bandits", subpolicies=2, macro=10, max_steps=50, warmup=5, joint=15,
-                    rounds=20, sub_lr=3e-3, flat_lrs=(1e-2, 3e-2, 1e-1)),
-    # the paper's Four Rooms (Sec. 6.3): fixed start, a random goal, T 100, N 25, K 4, W 20, U 30,
-    # about 2,000 steps per iteration per task (16 x 128), 2 x 64 networks; the sub-policy entropy
-    # and flat PPO's learning rates were chosen on validation goals (RESULTS.md)
-    "paper": dict(env="fourrooms", subpolicies=4, macro=25, max_steps=100, warmup=20, joint=30,
-                  rounds=20, steps=128, layers=2, sub_lr=3e-3, sub_ent=0.03,
-                  flat_lrs=(1e-3, 3e-3, 1e-2)),
+                    rounds=20, sub_lr=3e-3, flat_lrs=(1e-2, 3e-2, 1e-1), master="paper"),
+    # the paper's Four Rooms (Sec. 6.3): fixed start, a random goal, 1 for every step on it, T 100,
+    # N 25, K 4, W 20, U 30, about 2,000 steps per iteration per task (16 x 128), 2 x 64
+    # networks; the sub-policy entropy (with the reach reward) and flat PPO's learning rates were
+    # chosen on validation goals (RESULTS.md)
+    "paper": dict(env="fourrooms", reward="every_step", subpolicies=4, macro=25, max_steps=100,
+                  warmup=20, joint=30, rounds=20, steps=128, layers=2, sub_lr=3e-3, sub_ent=0.03,
+                  flat_lrs=(1e-3, 3e-3, 1e-2, 3e-2)),
     # R x R rooms, Four Rooms' settings; T and S follow R (rooms_budget), N stays 5, about the
     # steps to cross a room; flat PPO's rates bracket its best on validation goals at R = 3
     "rooms": dict(env="rooms", rooms=3, subpolicies=4, macro=5, warmup=10, joint=20, rounds=20,
@@ -776,6 +777,9 @@ def check_config(cfg):
     if cfg.env not in FAMILIES:
         problems.append(f"--env {cfg.env!r} is not a task family here; "
                         f"choose one of {', '.join(FAMILIES)}")
+    if cfg.master not in ("options", "paper"):
+        problems.append(f"--master {cfg.master!r}: choose options (the skills and every primitive action "
+                        f"for one step) or paper (the skills only, as in the paper)")
     if cfg.reward not in envs.GoalMaze.REWARDS:
         problems.append(f"--reward {cfg.reward!r}: choose reach (+1 on reaching the goal, which ends "
                         f"the episode) or every_step (+1 for every step on the goal: the paper's)")
@@ -883,7 +887,7 @@ def reach(cfg, family, subs, rollouts=32):
     success; with the mean over k instead of the max, how often a uniformly
     random master (a fresh one) meets g; with K = 1 and uniformly random
     actions, how often a random walk (flat PPO at its start) does.
-    When the fine-tuning master may also take primitive actions (not cfg.paper_master),
+    When the fine-tuning master may also take primitive actions (cfg.master "options"),
     each is one more choice that lasts one step, and the master decides at
     every t = T - 1, ..., 0; then "skills_only" holds the best score and
     success without them.
@@ -946,7 +950,7 @@ def reach(cfg, family, subs, rollouts=32):
     skills = [first_meetings(lambda obs, k: subs(obs[None])[k, np.arange(len(k))], subs.G, N)]
     walk = [first_meetings(lambda obs, k: np.zeros((len(k), A)), 1, N)]
     choices, every = skills, N
-    if not cfg.paper_master:                                    # A more choices of one step each
+    if cfg.master == "options":                                 # A more choices of one step each
         one = lambda obs, k: np.where(np.arange(A) == k[:, None], 0.0, -1e9)
         choices, every = skills + [first_meetings(one, A, 1, rollouts if family.slip else 1)], 1
     starts = np.arange(C) if family.start is None else np.array([maze.start])
@@ -964,7 +968,7 @@ def reach(cfg, family, subs, rollouts=32):
            "best_success": per_goal(recursion(choices, hit, np.max, every)),
            "master_visit": per_goal(recursion(choices, hit, np.mean, every)),
            "walk_visit": per_goal(recursion(walk, hit, np.mean, N))}
-    if not cfg.paper_master:
+    if cfg.master == "options":
         out["skills_only"] = {"best_score": per_goal(best(skills, N)),
                               "best_success": per_goal(recursion(skills, hit, np.max, N))}
     return out

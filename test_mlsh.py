@@ -778,7 +778,7 @@ def test_reach_with_primitives_can_always_do_the_best(reward):
 
 def test_reach_is_the_best_over_every_sequence_of_choices():
     # deterministic skills from a fixed start: the best master is the best sequence of K^(T/N) choices
-    cfg = mlsh.Config(max_steps=12, macro=4, paper_master=True)
+    cfg = mlsh.Config(max_steps=12, macro=4, master="paper")
     fam = mlsh.make_family(cfg)
     maze = fam.maze
     subs = _fixed_skills(fam, [1, 2, 0])                          # right, down, up
@@ -803,7 +803,7 @@ def test_reach_is_the_best_over_every_sequence_of_choices():
     walk = got["walk_visit"]                                      # a random walk meets near cells more often
     assert walk[maze.next_cell[maze.start, 1]] > 0.9 > 0.1 > np.nanmax(walk[fam.test_tasks])
     # the paper's reward: every step on g pays; the best sequence collects the most steps on g
-    cfg = mlsh.Config(max_steps=12, macro=4, reward="every_step", paper_master=True)
+    cfg = mlsh.Config(max_steps=12, macro=4, reward="every_step", master="paper")
     fam = mlsh.make_family(cfg)
     got = mlsh.reach(cfg, fam, subs, rollouts=1)
     most = np.zeros(maze.n_cells)
@@ -1034,6 +1034,7 @@ def test_a_maze_file_that_is_not_text_is_refused(tmp_path):
     (["--env", "rooms", "--maze", "mazes/example.txt"], "use it with --env fourrooms, not rooms"),
     (["--reward", "stay"], "--reward 'stay': choose reach"),
     (["--env", "bandits", "--reward", "every_step"], "--reward every_step is for goal mazes"),
+    (["--master", "flat"], "--master 'flat': choose options"),
 ])
 def test_bad_flags_are_refused_before_training(capsys, flags, expected):
     with pytest.raises(SystemExit) as e:
