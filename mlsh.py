@@ -508,8 +508,10 @@ def master_transitions(ro, value, E, gamma, lam, smdp=False):
     Its reward is the sum of the env rewards over those steps, and the state
     it leads to is the next_obs of its last step: terminated, truncated, or
     neither, as that step was. Its value is value(obs) by copy i's learner's
-    network (i // E); gamma discounts once per decision. Advantages do not
-    flow across an episode's end, nor past the rollout's last decision.
+    network (i // E); gamma discounts once per decision, or with smdp once per
+    env step (rewards inside a decision too, and gamma^its length after it).
+    Advantages do not flow across an episode's end, nor past the rollout's
+    last decision.
     Returns t, i, adv, ret: arrays with one entry per decision (in any order),
     its step, its copy, its advantage and its return adv + V(obs).
     """

@@ -292,9 +292,9 @@ def _rollout(decide, rew, term=None, trunc=None, obs=None, next_obs=None):
                         score=None, success=None, usage=None)
 
 
-def _transitions(ro, E, gamma, lam, G):
+def _transitions(ro, E, gamma, lam, G, smdp=False):
     """master_transitions' result as {(step, copy): (advantage, return)}, whatever its order."""
-    t, i, adv, ret = mlsh.master_transitions(ro, _value_net(G, 2), E, gamma, lam)
+    t, i, adv, ret = mlsh.master_transitions(ro, _value_net(G, 2), E, gamma, lam, smdp=smdp)
     assert len(t) == len(i) == len(adv) == len(ret), \
         "master_transitions returns t, i, adv, ret with one entry per decision each"
     return {(int(a), int(b)): (float(c), float(d)) for a, b, c, d in zip(t, i, adv, ret)}
@@ -735,12 +735,15 @@ def test_master_transitions_discount_per_env_step_with_smdp():
     # one copy, decisions at 0 (3 steps) and 3 (1 step); reward 1 at step 2 and at step 3; V = 0
     decide = np.array([[1], [0], [0], [1]], bool)
     rew = np.array([[0.0], [0.0], [1.0], [1.0]])
-    ro = _rollout(decide, rew)
-    t, i, adv, _ = mlsh.master_transitions(ro, _value_net(1, 2), 1, 0.5, 1.0, smdp=True)
     # per env step: R_0 = 0.5^2 * 1 = 0.25, then gamma^3 = 0.125 times A_1 = 1: A_0 = 0.375
-    assert np.allclose(adv[np.argsort(t)], [0.25 + 0.125 * 1.0, 1.0])
-    _, _, adv, _ = mlsh.master_transitions(ro, _value_net(1, 2), 1, 0.5, 1.0)
-    assert np.allclose(np.sort(adv), [1.0, 1.5])                    # per decision: 1 + 0.5 * 1
+    _check_decisions(_transitions(_rollout(decide, rew), 1, 0.5, 1.0, 1, smdp=True),
+                     {(0, 0): (0.25 + 0.125 * 1.0, 0.375), (3, 0): (1.0, 1.0)},
+                     {(0, 0): "smdp: rewards discounted per env step within it, gamma^3 after its 3 steps",
+                      (3, 0): "smdp: a decision of one step"})
+    # per decision: 1 + 0.5 * 1
+    _check_decisions(_transitions(_rollout(decide, rew), 1, 0.5, 1.0, 1),
+                     {(0, 0): (1.5, 1.5), (3, 0): (1.0, 1.0)},
+                     {(0, 0): "without smdp, gamma once per decision", (3, 0): "one step"})
 
 
 def test_the_papers_reward_pays_every_step_on_the_goal_and_never_ends_there():
