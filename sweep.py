@@ -13,8 +13,8 @@ process of its own, so its numbers are bit for bit those of that command run
 by hand. A seed whose folder already holds a results.json of the same
 settings is not run again, and one stopped half-way resumes from its
 checkpoint: an interrupted sweep carries on where it stopped. The summary
-goes into DIR/sweep.json, DIR/sweep.md (the table, also printed) and
-DIR/sweep.png.
+goes into DIR/sweep.json, DIR/sweep.md (the table, also printed),
+DIR/sweep.png (AUC per seed) and DIR/curves.png (fine-tuning curves).
 """
 import argparse
 import contextlib
@@ -257,7 +257,7 @@ def row(seed, res):
     """One seed's line of sweep.json."""
     if "error" in res:
         return {"seed": seed, "error": res["error"]}
-    keep = ("auc", "auc_ci", "success_auc", "iters_to_80")
+    keep = ("auc", "auc_ci", "success_auc", "iters_to_80", "curve")
     methods = {m: {k: res["methods"][m].get(k) for k in keep} for m in METHODS if m in res["methods"]}
     if "flat" in methods:
         methods["flat"]["lr"] = res["methods"]["flat"]["lr"]
@@ -407,8 +407,33 @@ def plot(path, rows, title):
     os.replace(tmp, path)
 
 
+def plot_curves(path, rows, title):
+    """Every method's fine-tuning curve, the mean over seeds with a 95% band (1.96 standard errors)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if "error" not in r]
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for m in [m for m in METHODS if m in ok[0]["methods"]]:
+        y = np.array([r["methods"][m]["curve"] for r in ok])
+        mean, half = y.mean(axis=0), 1.96 * y.std(axis=0, ddof=1) / np.sqrt(len(y)) if len(y) > 1 else 0.0
+        x = np.arange(1, y.shape[1] + 1)
+        ax.plot(x, mean, color=f"C{METHODS.index(m)}", label=LABELS[m])
+        ax.fill_between(x, mean - half, mean + half, color=f"C{METHODS.index(m)}", alpha=0.2, lw=0)
+    ax.set(xlabel="fine-tuning iteration", ylabel="normalised return on held-out tasks", ylim=(0, 1.02))
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(title, fontsize=9)
+    ax.text(0.0, -0.16, f"mean over {len(ok)} meta-training seeds, 95% band over seeds",
+            transform=ax.transAxes, fontsize=8)
+    tmp = path + ".tmp"
+    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 def write_summary(out, runs, flags, config, log=print):
-    """sweep.json, sweep.md and sweep.png in `out` from {seed: results}; prints the table."""
+    """sweep.json, sweep.md, sweep.png and curves.png in `out` from {seed: results}; prints the table."""
     rows = [row(s, runs[s]) for s in sorted(runs)]
     s = summary(rows)
     command = shlex.join(["python", "mlsh.py", *flags])
@@ -420,8 +445,9 @@ def write_summary(out, runs, flags, config, log=print):
     os.replace(tmp, os.path.join(out, "sweep.md"))
     if s["n"]:
         plot(os.path.join(out, "sweep.png"), rows, command)
+        plot_curves(os.path.join(out, "curves.png"), rows, command)
     log("\n" + text)
-    log(f"sweep.json, sweep.md and sweep.png in {out}")
+    log(f"sweep.json, sweep.md, sweep.png and curves.png in {out}")
     return s
 
 
@@ -527,7 +553,7 @@ class Parser(argparse.ArgumentParser):
 
 def parse(argv):
     p = Parser(allow_abbrev=False, description="Run python mlsh.py over meta-training seeds, several at a time, "
-               "and summarise them (sweep.json, sweep.md, sweep.png). Every other flag goes to mlsh.py as it is "
+               "and summarise them (sweep.json, sweep.md, sweep.png, curves.png). Every other flag goes to mlsh.py as it is "
                "(python mlsh.py --help).")
     p.add_argument("--seeds", help="seeds to run: 0-9, 0,3,7 or both (0-4,9)")
     p.add_argument("--jobs", type=int, help="seeds run at a time (default: the cores this process may use)")
