@@ -75,7 +75,7 @@ class Config:
     subpolicies: int = 4            # K: number of sub-policies
     macro: int = 5                  # N: steps each master decision lasts
     master: str = "options"         # fine-tuning: options (skills and primitive actions) | paper (skills)
-    interrupt: float = 0.0          # options: the master re-decides in a skill whose probability is below
+    interrupt: float = 0.1          # options: a skill stops where the master's probability of it < this
     hidden: int = 64                # units per hidden layer (tanh)
     layers: int = 1                 # hidden layers per network
     # meta-training schedule
@@ -86,7 +86,7 @@ class Config:
     envs: int = 16                  # env copies per task
     steps: int = 64                 # S: rollout steps per copy per iteration
     # PPO (both levels)
-    gamma: float = 0.99             # discount, per env step (sub) and per decision (master)
+    gamma: float = 0.99             # discount per env step (the paper's master: per decision)
     lam: float = 0.95               # GAE lambda
     clip: float = 0.2               # PPO ratio clip
     epochs: int = 4                 # passes over each batch
