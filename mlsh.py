@@ -729,9 +729,10 @@ PRESETS = {  # named settings; --env E uses preset E, and any flag given on the 
                   warmup=20, joint=30, rounds=20, steps=128, layers=2, sub_lr=3e-3, sub_ent=0.03,
                   flat_lrs=(1e-3, 3e-3, 1e-2, 3e-2)),
     # R x R rooms, Four Rooms' settings; T and S follow R (rooms_budget), N stays 5, about the
-    # steps to cross a room; flat PPO's rates bracket its best on validation goals at R = 3
+    # steps to cross a room; flat PPO's rates bracket its best on validation goals at R = 3, and
+    # so does the interruption threshold (0.1, 0.2, 0.3: RESULTS.md)
     "rooms": dict(env="rooms", rooms=3, subpolicies=4, macro=5, warmup=10, joint=20, rounds=20,
-                  flat_lrs=(1e-3, 3e-3, 1e-2, 3e-2)),
+                  flat_lrs=(1e-3, 3e-3, 1e-2, 3e-2), interrupt=0.2),
 }
 FAMILIES = ("fourrooms", "rooms", "bandits")
 METHOD_NAMES = ("mlsh", "flat", "shared", "random_subs")
@@ -1019,7 +1020,7 @@ def bench(cfg, log=print):
 SHAPE_FIELDS = ("env", "max_steps", "slip", "random_start", "subpolicies", "macro", "hidden",
                 "layers")
 FREE_ON_RESUME = ("rounds", "eval_iters", "seeds", "flat_lrs", "out", "maze", "rooms", "preset",
-                  "eval_split", "methods")                           # may differ when resuming
+                  "eval_split", "methods", "master", "interrupt")      # may differ when resuming
 
 
 def save_checkpoint(path, cfg, family, state):
