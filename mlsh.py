@@ -1141,6 +1141,14 @@ METHODS = [("mlsh", "MLSH"), ("flat", "flat PPO"), ("shared", "shared policy"),
            ("random_subs", "random sub-policies"), ("mlsh_paper", "MLSH, the paper's master")]
 
 
+def save_png(plt, fig, path):
+    """Write the figure to path whole or not at all (a .tmp file, then a rename), and close it."""
+    tmp = path + ".tmp"
+    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 def plot_episode(plt, path, maze, ep, colours):
     """One episode of a trained master (play_episode), coloured by the acting sub-policy."""
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
@@ -1165,8 +1173,7 @@ def plot_episode(plt, path, maze, ep, colours):
                else "goal not reached")
     ax.set(title=f"A trained master on a held-out task: {outcome}", xticks=[], yticks=[])
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_png(plt, fig, path)
 
 
 def plot_reach(plt, path, maze, maps, held, start):
@@ -1192,8 +1199,7 @@ def plot_reach(plt, path, maze, maps, held, start):
                      fontsize=9)
         ax.set(xticks=[], yticks=[])
     fig.colorbar(im, ax=axes, shrink=0.8)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_png(plt, fig, path)
 
 
 def plot_all(out, family, results, history, subs, ep, maps=None, held=()):
@@ -1218,8 +1224,7 @@ def plot_all(out, family, results, history, subs, ep, maps=None, held=()):
     ax.set(xlabel="iteration of fine-tuning on a held-out task", ylabel="normalised return",
            ylim=(0, 1.1), title="Learning held-out tasks (mean and 95% band over seeds and tasks)")
     ax.legend(loc="lower right", fontsize=8)
-    fig.savefig(os.path.join(out, "curves.png"), dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_png(plt, fig, os.path.join(out, "curves.png"))
 
     # 2. sub-policy maps: the most likely action in every free cell, its probability as length
     maze = family.maze
@@ -1240,8 +1245,7 @@ def plot_all(out, family, results, history, subs, ep, maps=None, held=()):
                     color="red", fontweight="bold")
         ax.set(title=f"sub-policy {k}", xticks=[], yticks=[])
     fig.suptitle("Most likely action per cell (arrow length and colour: its probability)")
-    fig.savefig(os.path.join(out, "subpolicies.png"), dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_png(plt, fig, os.path.join(out, "subpolicies.png"))
 
     # 3. one episode of a trained master: the path coloured by the active sub-policy
     colours = plt.get_cmap("tab10")
@@ -1264,8 +1268,7 @@ def plot_all(out, family, results, history, subs, ep, maps=None, held=()):
     a2.set(xlabel="round", ylabel="share of steps", ylim=(0, 1),
            title="How often each sub-policy acts")
     a2.legend(fontsize=8, loc="lower right")
-    fig.savefig(os.path.join(out, "meta_training.png"), dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_png(plt, fig, os.path.join(out, "meta_training.png"))
 
     # 5. what the skills allow: a random walk, a random master, the best master
     if maps is not None:

@@ -376,14 +376,6 @@ def table(rows, s):
     return "\n".join(lines) + "\n\n" + summary_line(s) + "\n" + ratio_line(s)
 
 
-def save_png(plt, fig, path):
-    """Write the figure to path whole or not at all (a .tmp file, then a rename), and close it."""
-    tmp = path + ".tmp"
-    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
 def plot(path, rows, title):
     """Every method's AUC per seed: a dot per seed, a grey line joining one seed's methods, the mean as a bar."""
     import matplotlib
@@ -409,7 +401,7 @@ def plot(path, rows, title):
     ax.set_title(title, fontsize=9)
     ax.text(0.0, -0.14, f"{len(ok)} meta-training seeds (dots; a line joins one seed's methods; bar: mean)",
             transform=ax.transAxes, fontsize=8)
-    save_png(plt, fig, path)
+    mlsh.save_png(plt, fig, path)
 
 
 def plot_curves(path, rows, title):
@@ -431,7 +423,7 @@ def plot_curves(path, rows, title):
     ax.set_title(title, fontsize=9)
     ax.text(0.0, -0.16, f"mean over {len(ok)} meta-training seeds, 95% band over seeds",
             transform=ax.transAxes, fontsize=8)
-    save_png(plt, fig, path)
+    mlsh.save_png(plt, fig, path)
 
 
 def write_summary(out, runs, flags, config, log=print):
@@ -538,7 +530,7 @@ def plot_grid(path, grid, table, title):
     axes[0][0].set_ylabel("AUC on held-out tasks (mean over seeds, 95% interval)")
     axes[0][0].legend(fontsize=8)
     fig.suptitle(title, fontsize=9)
-    save_png(plt, fig, path)
+    mlsh.save_png(plt, fig, path)
 
 
 # ---------------------------------------------------------------------------

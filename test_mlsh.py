@@ -844,6 +844,7 @@ def test_methods_and_the_validation_split(tmp_path):
     assert set(res["methods"]) == {"mlsh", "mlsh_paper", "random_subs"}      # the paper's master beside MLSH's
     assert res["skills_alone"]["tasks"] == envs.GoalTasks().val_tasks.tolist()
     assert (tmp_path / "curves.png").exists() and (tmp_path / "episode.png").exists()
+    assert not list(tmp_path.glob("*.tmp"))      # each figure written through a temporary file
 
 
 def test_presets_set_the_task_and_flags_still_win():
