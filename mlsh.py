@@ -170,10 +170,13 @@ class Adam:
     def step(self, params, grads):
         self.t += 1
         for k in params:
-            self.m[k] = self.b1 * self.m[k] + (1 - self.b1) * grads[k]
-            self.v[k] = self.b2 * self.v[k] + (1 - self.b2) * grads[k] ** 2
-            mhat = self.m[k] / (1 - self.b1 ** self.t)
-            vhat = self.v[k] / (1 - self.b2 ** self.t)
+            m, v, g = self.m[k], self.v[k], grads[k]
+            m *= self.b1                                    # m = b1 m + (1 - b1) g, in place
+            m += (1 - self.b1) * g
+            v *= self.b2                                    # v = b2 v + (1 - b2) g^2
+            v += (1 - self.b2) * g ** 2
+            mhat = m / (1 - self.b1 ** self.t)
+            vhat = v / (1 - self.b2 ** self.t)
             params[k] -= self.lr * mhat / (np.sqrt(vhat) + self.eps)   # descent on the loss
 
 
@@ -456,7 +459,7 @@ class Runner:
         """S steps in every copy with the agent acting; returns the Rollout."""
         env, n, M = self.env, self.env.n, self.M
         learner = np.arange(n) // self.E
-        steps = []
+        rec = None
         score, success, ended = np.zeros(M), np.zeros(M), np.zeros(M)
         for t in range(S):
             obs = self.obs
@@ -488,10 +491,12 @@ class Runner:
             score += np.bincount(learner, info["score"] * done, M)
             success += np.bincount(learner, info["success"] * done, M)
             ended += np.bincount(learner, done, M)
-            steps.append(dict(obs=obs, next_obs=info["final_obs"], decide=decide, choice=choice,
-                              choice_logp=choice_logp, act=act, act_logp=act_logp, rew=rew,
-                              term=term, trunc=trunc))
-        rec = {k: np.array([step[k] for step in steps]) for k in steps[0]}
+            step = dict(obs=obs, next_obs=info["final_obs"], decide=decide, choice=choice,
+                        choice_logp=choice_logp, act=act, act_logp=act_logp, rew=rew, term=term, trunc=trunc)
+            if rec is None:   # the first step gives every record's shape: (S, n, ...), filled step by step
+                rec = {k: np.empty((S,) + v.shape, v.dtype) for k, v in step.items()}
+            for k, v in step.items():
+                rec[k][t] = v
         K = agent.subs.G if agent.subs is not None else 1
         usage = np.bincount(rec["choice"].ravel(), minlength=K)[:K] / rec["choice"].size
         ended = np.maximum(ended, 1)
