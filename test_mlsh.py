@@ -853,6 +853,12 @@ def test_presets_set_the_task_and_flags_still_win():
         ("fourrooms", 100, 25, 4, 20, 30, 2) and cfg.envs * cfg.steps == 2048
     assert mlsh.parse_args(["--preset", "paper", "--macro", "10"])[0].macro == 10
     assert mlsh.parse_args(["--env", "bandits"])[0].preset == "bandits"
+    # the default run: MLSH and flat PPO at its validated rate; the flags give the sweeps' full test
+    cfg, _ = mlsh.parse_args([])
+    assert (cfg.methods, cfg.flat_lrs) == (("mlsh", "flat"), (0.03,))
+    cfg, _ = mlsh.parse_args(["--methods", "mlsh", "flat", "shared", "random_subs", "--flat-lrs", "0.003", "0.01"])
+    assert (cfg.methods, cfg.flat_lrs) == (("mlsh", "flat", "shared", "random_subs"), (0.003, 0.01))
+    assert mlsh.parse_args(["--preset", "rooms"])[0].methods == mlsh.Config().methods   # every baseline
 
 
 def test_help_lists_every_config_field(capsys):
