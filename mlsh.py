@@ -1319,14 +1319,16 @@ def parse_args(argv=None):
     run options."""
     p = Parser(
         description="Meta Learning Shared Hierarchies on grid mazes: meta-train sub-policies, "
-                    "then compare how fast a fresh master learns held-out tasks against three "
-                    "baselines. "
+                    "then compare how fast a fresh master learns held-out tasks against flat PPO "
+                    "from scratch (and, with --methods, two more baselines). "
                     "Defaults marked * come from the preset (--env E uses preset E).")
     helps = field_help()
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         preset = {e: PRESETS[e][f.name] for e in PRESETS
                   if f.name in PRESETS[e] and f.name != "env"}
+        if len(preset) < len(PRESETS) and preset:         # the presets that do not set it: Config's
+            preset["others"] = f.default
         default = (", ".join(f"{e} {v}" for e, v in preset.items()) + "*" if preset
                    else repr(f.default))
         h = f"{helps.get(f.name, '')} (default: {default})"
