@@ -390,6 +390,7 @@ class Agent:
     primitives: choices K..K+A-1 are the primitive actions, for one step each (options; discounted
              per env step, since the master's choices last 1 or N steps)
     interrupt: a skill stops early where the master's probability of it is below this (0: never)
+    relative: (an experiment) ... below this times the probability the skill was chosen with
 
     A flat PPO policy is this same agent with no sub-policies: its master's
     choices are the primitive actions themselves, made every step.
