@@ -76,7 +76,6 @@ class Config:
     macro: int = 5                  # N: steps each master decision lasts
     master: str = "options"         # fine-tuning: options (skills and primitive actions) | paper (skills)
     interrupt: float = 0.1          # options: a skill stops where the master's probability of it < this
-    interrupt_relative: bool = False  # experiment: < this times its probability when it was chosen
     hidden: int = 64                # units per hidden layer (tanh)
     layers: int = 1                 # hidden layers per network
     # meta-training schedule
@@ -390,7 +389,6 @@ class Agent:
     primitives: choices K..K+A-1 are the primitive actions, for one step each (options; discounted
              per env step, since the master's choices last 1 or N steps)
     interrupt: a skill stops early where the master's probability of it is below this (0: never)
-    relative: (an experiment) ... below this times the probability the skill was chosen with
 
     A flat PPO policy is this same agent with no sub-policies: its master's
     choices are the primitive actions themselves, made every step.
@@ -402,7 +400,6 @@ class Agent:
     macro: int = 1
     primitives: bool = False
     interrupt: float = 0.0
-    relative: bool = False
 
     @property
     def M(self):
@@ -418,7 +415,7 @@ def new_agent(rng, M, D, n_choices, cfg, lr, macro=1, subs=None, critic=False, p
     master = Net.new(rng, M, D, n_choices, cfg, lr, out_scale=0.01)
     value = Net.new(rng, M, D, 1, cfg, cfg.value_lr)
     return Agent(master, value, subs, Net.new(rng, M, D, 1, cfg, cfg.value_lr) if critic else None,
-                 macro, primitives, cfg.interrupt if primitives else 0.0, cfg.interrupt_relative)
+                 macro, primitives, cfg.interrupt if primitives else 0.0)
 
 
 @dataclass
@@ -452,7 +449,6 @@ class Runner:
         self.obs, _ = env.reset()
         self.countdown = np.zeros(env.n, dtype=int)   # steps left in each copy's current decision
         self.active = np.zeros(env.n, dtype=int)      # each copy's current choice
-        self.chosen = np.zeros(env.n)                 # log prob the current choice had when chosen
 
     def set_tasks(self, tasks):
         """New tasks (one per copy): every copy starts a new episode with a fresh decision."""
@@ -472,11 +468,10 @@ class Runner:
             logits = agent.master(obs.reshape(M, self.E, -1)).reshape(n, -1)   # (n, K) or (n, A)
             if agent.interrupt > 0:   # stop a skill the master no longer wants here
                 keep = np.take_along_axis(log_softmax(logits), self.active[:, None], 1)[:, 0]
-                decide |= keep < np.log(agent.interrupt) + (self.chosen if agent.relative else 0.0)
+                decide |= keep < np.log(agent.interrupt)
             choice = np.where(decide, sample(rng, logits), self.active)
             choice_logp = np.take_along_axis(log_softmax(logits), choice[:, None], 1)[:, 0]
             self.active = choice
-            self.chosen = np.where(decide, choice_logp, self.chosen)
             self.countdown = np.where(decide, agent.macro, self.countdown) - 1
             # sub-policies φ: each copy acts with its active one
             if agent.subs is None:
@@ -1034,7 +1029,7 @@ def bench(cfg, log=print):
 SHAPE_FIELDS = ("env", "max_steps", "slip", "random_start", "subpolicies", "macro", "hidden",
                 "layers")
 FREE_ON_RESUME = ("rounds", "eval_iters", "seeds", "flat_lrs", "out", "maze", "rooms", "preset",
-                  "eval_split", "methods", "master", "interrupt", "interrupt_relative")   # may differ on resuming
+                  "eval_split", "methods", "master", "interrupt")      # may differ when resuming
 
 
 def save_checkpoint(path, cfg, family, state):
@@ -1111,15 +1106,13 @@ def play_episode(family, agent, m, seed, split="test"):
     master = {k: v[m:m + 1] for k, v in agent.master.p.items()}
     K = agent.subs.G
     obs, _ = env.reset()
-    cells, active, left, chosen = [int(env.pos[0])], [], 0, 0.0
+    cells, active, left = [int(env.pos[0])], [], 0
     for t in range(env.max_steps):
         logits = mlp_forward(master, obs[None])[0][0]
-        floor = np.log(agent.interrupt or 1e-300) + (chosen if agent.relative else 0.0)
-        if left > 0 and k < K and log_softmax(logits)[0, k] < floor:
+        if left > 0 and k < K and log_softmax(logits)[0, k] < np.log(agent.interrupt or 1e-300):
             left = 0                                                  # interrupted (--interrupt)
         if left == 0:                                                 # the master decides
             k = int(sample(rng, logits)[0])
-            chosen = log_softmax(logits)[0, k]
             left = agent.macro if k < K else 1
         if k < K:
             act = sample(rng, mlp_forward(agent.subs.p, obs[None])[0][k])   # sub-policy k acts

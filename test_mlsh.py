@@ -731,23 +731,6 @@ def test_interruption_stops_a_skill_the_master_no_longer_wants():
         assert (ro.choice[:lasts, 0] == 1).all() and ro.choice[lasts, 0] == K + 2 and ro.decide[lasts, 0]
 
 
-def test_relative_interruption_compares_with_the_probability_the_skill_was_chosen_with():
-    # a uniform master gives each of its K + A choices 1/6 everywhere: an absolute threshold of 0.5
-    # stops every skill after one step; one relative to the skill's own probability when chosen never does
-    fam = envs.GoalTasks()
-    K, A = 2, fam.n_actions
-    for relative, lasts in [(False, 1), (True, 3)]:
-        rng = np.random.default_rng(0)
-        cfg = mlsh.Config(hidden=8, layers=0, macro=3, interrupt=0.5, interrupt_relative=relative)
-        agent = mlsh.new_agent(rng, 1, fam.obs_dim, K + A, cfg, cfg.master_lr, cfg.macro, _fixed_skills(fam, [1, 1]),
-                               primitives=True)
-        agent.master.p["W0"][:] = 0.0
-        ro = mlsh.Runner(fam.make(fam.train_tasks[-1:], seed=1), 1).run(agent, 30, rng)
-        t = np.flatnonzero(ro.decide[:, 0])
-        skills = [b - a for a, b, k in zip(t[:-1], t[1:], ro.choice[t[:-1], 0]) if k < K]
-        assert len(skills) >= 3 and set(skills) == {lasts}, (relative, skills)
-
-
 def test_master_transitions_discount_per_env_step_with_smdp():
     # one copy, decisions at 0 (3 steps) and 3 (1 step); reward 1 at step 2 and at step 3; V = 0
     decide = np.array([[1], [0], [0], [1]], bool)
