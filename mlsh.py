@@ -53,6 +53,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import numpy as np  # noqa: E402 (after the thread settings, which must come first)
+from scipy.sparse import csr_matrix  # noqa: E402
 from scipy.stats import bootstrap  # noqa: E402
 
 import envs  # noqa: E402
@@ -107,6 +108,9 @@ class Config:
     out: str = ""                   # folder for results, checkpoint, figures (else runs/<preset>)
 
 
+ONE_HOT = ("fourrooms", "rooms")   # task families that observe a one-hot cell: networks look it up
+
+
 def child_seed(rng):
     """A seed for a child generator (an env's), drawn from the parent so one seed fixes all."""
     return int(rng.integers(2**63))
@@ -133,11 +137,18 @@ def mlp_init(rng, G, sizes, out_scale=1.0, dtype=np.float32):
 
 def mlp_forward(p, x):
     """x: (G, B, D), or (1, B, D) to feed the same rows to all G networks. Returns out
-    (G, B, out) and the list of layer inputs [x, h1, ...] that mlp_backward needs."""
+    (G, B, out) and the list of layer inputs [x, h1, ...] that mlp_backward needs.
+
+    A maze observes one-hot rows, and x may then be their cells, integers (G, B) or (1, B):
+    x @ W0 for a one-hot row is one row of W0, so layer 0 looks it up (exactly the same numbers,
+    without a matmul that is mostly zeros)."""
     n_layers = len(p) // 2
-    hs = [x.astype(p["W0"].dtype, copy=False)]
+    hs = [x if x.dtype.kind == "i" else x.astype(p["W0"].dtype, copy=False)]
     for i in range(n_layers):
-        z = hs[-1] @ p[f"W{i}"] + p[f"b{i}"]          # (G, B, out_i)
+        if i == 0 and x.dtype.kind == "i":                # cells: row x[g, b] of W0[g]
+            z = p["W0"][np.arange(len(p["W0"]))[:, None], x] + p["b0"]
+        else:
+            z = hs[-1] @ p[f"W{i}"] + p[f"b{i}"]          # (G, B, out_i)
         if i == n_layers - 1:
             return z, hs
         hs.append(np.tanh(z))
@@ -146,17 +157,29 @@ def mlp_forward(p, x):
 def mlp_backward(p, hs, dout):
     """Gradients of a loss L with respect to every weight, given dout = dL/dout (G, B, out).
 
-    hs: the input of every layer, as mlp_forward returned it. Returns a dict
-    with a gradient of the same shape for every entry of p."""
+    hs: the input of every layer, as mlp_forward returned it (hs[0] may be cells: one_hot_T).
+    Returns a dict with a gradient of the same shape for every entry of p."""
     n_layers = len(p) // 2
     grads, d = {}, dout.astype(p["W0"].dtype, copy=False)
     for i in reversed(range(n_layers)):
-        grads[f"W{i}"] = hs[i].transpose(0, 2, 1) @ d       # (G, in, out): backprop into W_i
+        if i == 0 and hs[0].dtype.kind == "i":              # the input was given as cells
+            grads["W0"] = one_hot_T(hs[0], d, p["W0"].shape[1])
+        else:
+            grads[f"W{i}"] = hs[i].transpose(0, 2, 1) @ d   # (G, in, out): backprop into W_i
         grads[f"b{i}"] = d.sum(axis=1, keepdims=True)       # (G, 1, out): into b_i
         if i > 0:
             dh = d @ p[f"W{i}"].transpose(0, 2, 1)          # (G, B, in): into the layer's input h_i
             d = dh * (1.0 - hs[i] ** 2)                     # through tanh: dh/dz = 1 - h^2
     return grads
+
+
+def one_hot_T(cells, d, D):
+    """x^T d (G, D, H) for the one-hot rows x (G, B, D) that `cells` (G, B) or (1, B) stand for:
+    row b of d is added into row cells[b], as one sparse product (a dense one mostly adds zeros)."""
+    G, B, H = d.shape
+    rows = (np.arange(G)[:, None] * D + np.broadcast_to(cells, (G, B))).ravel()
+    x_T = csr_matrix((np.ones(G * B, d.dtype), (rows, np.arange(G * B))), shape=(G * D, G * B))
+    return (x_T @ d.reshape(G * B, H)).reshape(G, D, H)
 
 
 class Adam:
@@ -181,22 +204,29 @@ class Adam:
 
 
 class Net:
-    """A stack of G MLPs (policies or value functions) and its Adam state."""
+    """A stack of G MLPs (policies or value functions) and its Adam state. one_hot: its inputs
+    are one-hot rows (a maze's cells), which it hands to mlp_forward as cells."""
 
-    def __init__(self, params, lr):
-        self.p, self.opt = params, Adam(params, lr)
+    def __init__(self, params, lr, one_hot=False):
+        self.p, self.opt, self.one_hot = params, Adam(params, lr), one_hot
 
     @classmethod
     def new(cls, rng, G, n_in, n_out, cfg, lr, out_scale=1.0):
         """G fresh networks: n_in -> cfg.layers tanh layers of cfg.hidden units -> n_out."""
-        return cls(mlp_init(rng, G, [n_in] + [cfg.hidden] * cfg.layers + [n_out], out_scale), lr)
+        sizes = [n_in] + [cfg.hidden] * cfg.layers + [n_out]
+        return cls(mlp_init(rng, G, sizes, out_scale), lr, one_hot=cfg.env in ONE_HOT)
 
     @property
     def G(self):
         return self.p["W0"].shape[0]
 
+    def inputs(self, x):
+        """x as mlp_forward takes it: the cells (argmax) of one-hot rows, else x itself. A zero
+        row of padding becomes cell 0; nothing uses its output, and its gradient is zero."""
+        return x.argmax(-1) if self.one_hot else x
+
     def __call__(self, x):
-        return mlp_forward(self.p, x)[0]
+        return mlp_forward(self.p, self.inputs(x))[0]
 
 
 def log_softmax(logits):
@@ -343,7 +373,7 @@ def train_net(net, x, valid, loss_fn, cfg, rng):
 
     x: inputs (G, B, D); valid: (G, B) which rows hold data; loss_fn(out, idx, w) -> (loss,
     dL/dout) for the minibatch's rows idx, weighted by w (summing to 1 over a network's rows)."""
-    B = valid.shape[1]
+    B, x = valid.shape[1], net.inputs(x)
     for _ in range(cfg.epochs):
         for idx in np.array_split(rng.permutation(B), min(cfg.minibatches, B)):
             w = valid[:, idx] / np.maximum(valid[:, idx].sum(axis=1, keepdims=True), 1)
@@ -1504,7 +1534,7 @@ def main(argv=None):
         f"{cfg.tasks} tasks side by side; held-out tasks: "
         f"{len(family.held_out(cfg.eval_split))} ({cfg.eval_split})")
     if opts.eval_only:
-        subs, history = Net(resume["subs"], cfg.sub_lr), resume["history"]
+        subs, history = Net(resume["subs"], cfg.sub_lr, cfg.env in ONE_HOT), resume["history"]
         log(f"evaluating the sub-policies of {opts.load} ({len(history)} rounds of meta-training)")
     else:
         try:

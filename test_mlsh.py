@@ -79,6 +79,31 @@ def test_mlp_backward_matches_finite_differences():
     assert err < 1e-6, f"mlp_backward's gradient is off: relative error {err:.2g} against finite differences"
 
 
+
+def test_mlp_backward_takes_one_hot_cells():
+    # a maze's one-hot rows come as their cells (integers): layer 0 looks its row up (mlp_forward),
+    # and mlp_backward must give the gradients the one-hot rows would have given
+    rng = np.random.default_rng(2)
+    G, B, D = 3, 12, 6
+    p = mlsh.mlp_init(rng, G, [D, 7, 5, 4], out_scale=0.7, dtype=np.float64)
+    cells = rng.integers(D, size=(G, B))
+    cells[:, :3] = 2                                       # a cell met more than once in a batch
+    out, hs = mlsh.mlp_forward(p, np.eye(D)[cells])
+    out_c, hs_c = mlsh.mlp_forward(p, cells)
+    assert np.array_equal(out, out_c), "mlp_forward's lookup of cells differs from the one-hot rows' matmul"
+    dout = rng.standard_normal(out.shape)
+    dense = mlsh.mlp_backward(p, hs, dout)
+    try:
+        given = mlsh.mlp_backward(p, hs_c, dout)
+    except Exception as e:
+        raise AssertionError(f"mlp_backward fails when layer 0's input comes as cells (hs[0] integers (G, B), "
+                             f"a maze's one-hot rows; their W0 gradient is one_hot_T): {type(e).__name__}: {e}"
+                             ) from None
+    for k in p:
+        assert np.shape(given[k]) == p[k].shape and np.allclose(given[k], dense[k], rtol=1e-10, atol=1e-12), \
+            (f"mlp_backward's gradient {k} for an input given as cells is not the one the one-hot rows give "
+             f"(their W0 gradient is one_hot_T)")
+
 def test_value_loss_gradient_matches_finite_differences():
     rng = np.random.default_rng(1)
     vf = mlsh.mlp_init(rng, 2, [6, 8, 1], dtype=np.float64)
@@ -1488,6 +1513,7 @@ WRONG_ANSWERS = {
                                                         "d.mean(axis=1, keepdims=True)")]),
         ("the first layer forgotten", [("reversed(range(n_layers))", "reversed(range(1, n_layers))")]),
         ("backprop into h through W untransposed", [('d @ p[f"W{i}"].transpose(0, 2, 1)', 'd @ p[f"W{i}"]')]),
+        ("an input given as cells treated as dense rows", [('if i == 0 and hs[0].dtype.kind == "i":', "if False:")]),
     ],
     "ppo_loss": [
         ("the gradient flows through the clipped term", [("np.where(unclipped > clipped, 0.0, unclipped)",
