@@ -101,11 +101,11 @@ class Config:
     eval_split: str = "test"        # held-out tasks: test (reported) or validation (for choosing)
     methods: tuple = ("mlsh", "flat", "shared", "random_subs")  # methods evaluated
     eval_iters: int = 30            # iterations a fresh learner gets on each held-out task
-    seeds: int = 5                  # evaluation seeds (each runs every held-out task)
+    eval_seeds: int = 5             # evaluation seeds (each runs every held-out task)
     flat_lrs: tuple = (3e-3, 1e-2, 3e-2, 1e-1)  # flat PPO learning rates tried; the best reported
     # bookkeeping
     seed: int = 0                   # the one seed all randomness comes from
-    out: str = ""                   # folder for results, checkpoint, figures (else runs/<preset>)
+    out: str = ""                   # folder for results, checkpoint, figures
 
 
 ONE_HOT = ("fourrooms", "rooms")   # task families that observe a one-hot cell: networks look it up
@@ -714,17 +714,17 @@ def evaluate(cfg, family, subs):
     over = lambda phi, prim=prim: lambda rng, L: new_agent(rng, L, D, K + A * prim, cfg, cfg.master_lr,
                                                            cfg.macro, phi, primitives=prim)
     if "mlsh" in cfg.methods:
-        yield ("mlsh", cfg.master_lr, *fine_tune(cfg, family, over(subs), cfg.seeds))
+        yield ("mlsh", cfg.master_lr, *fine_tune(cfg, family, over(subs), cfg.eval_seeds))
         if prim:
-            yield ("mlsh_paper", cfg.master_lr, *fine_tune(cfg, family, over(subs, False), cfg.seeds))
+            yield ("mlsh_paper", cfg.master_lr, *fine_tune(cfg, family, over(subs, False), cfg.eval_seeds))
     if "random_subs" in cfg.methods:
         random_subs = Net.new(np.random.default_rng([cfg.seed, 4]), K, D, A, cfg, cfg.sub_lr, 0.01)
-        yield ("random_subs", cfg.master_lr, *fine_tune(cfg, family, over(random_subs), cfg.seeds))
+        yield ("random_subs", cfg.master_lr, *fine_tune(cfg, family, over(random_subs), cfg.eval_seeds))
     if "flat" in cfg.methods:
         auc = {}
         for lr in cfg.flat_lrs:
             score, success, learners = fine_tune(
-                cfg, family, lambda rng, L: new_agent(rng, L, D, A, cfg, lr), cfg.seeds)
+                cfg, family, lambda rng, L: new_agent(rng, L, D, A, cfg, lr), cfg.eval_seeds)
             auc[lr] = score.mean(axis=1).mean()
             yield "flat", lr, score, success, learners
         best = max(auc, key=auc.get)         # chosen on these very tasks: generous to the baseline
@@ -738,7 +738,7 @@ def evaluate(cfg, family, subs):
                         net.p[k][...] = src.p[k]     # every learner starts from the shared weights
                 return agent
 
-            yield ("shared", best, *fine_tune(cfg, family, from_shared, cfg.seeds))
+            yield ("shared", best, *fine_tune(cfg, family, from_shared, cfg.eval_seeds))
 
 
 # ===========================================================================
@@ -789,7 +789,7 @@ def check_config(cfg):
     problems = []
     flag = lambda name: "--" + name.replace("_", "-")
     at_least = {1: ["subpolicies", "macro", "hidden", "rounds", "tasks", "joint", "envs", "steps",
-                    "epochs", "minibatches", "eval_iters", "seeds", "max_steps"],
+                    "epochs", "minibatches", "eval_iters", "eval_seeds", "max_steps"],
                 0: ["warmup", "layers"]}
     for low, names in at_least.items():
         for name in names:
@@ -1058,8 +1058,27 @@ def bench(cfg, log=print):
 
 SHAPE_FIELDS = ("env", "max_steps", "slip", "random_start", "subpolicies", "macro", "hidden",
                 "layers")
-FREE_ON_RESUME = ("rounds", "eval_iters", "seeds", "flat_lrs", "out", "maze", "rooms", "preset",
+FREE_ON_RESUME = ("rounds", "eval_iters", "eval_seeds", "flat_lrs", "out", "maze", "rooms", "preset",
                   "eval_split", "methods", "master", "interrupt")      # may differ when resuming
+
+
+RENAMED = {"seeds": "eval_seeds"}   # fields of older runs' configs, and their names now
+
+
+def run_settings(config):
+    """A run's config (a dict, as results.json and checkpoints hold it) in today's form: tuples as
+    lists, renamed fields under their names now, and a field an older run did not have yet at its
+    default (as that version behaved). The output folder is left out: it is where, not what."""
+    config = {RENAMED.get(k, k): v for k, v in config.items()}
+    config = json.loads(json.dumps({**dataclasses.asdict(Config()), **config}))
+    return {k: v for k, v in config.items() if k != "out"}
+
+
+def differences(a, b):
+    """'k is A there, B here; ...' for every setting in which config a (saved) and b (now) differ."""
+    return "; ".join(f"{k} is {a.get(k)!r} there, {b.get(k)!r} here" for k in sorted(set(a) | set(b))
+                     if a.get(k) != b.get(k))
+
 
 
 def save_checkpoint(path, cfg, family, state):
@@ -1089,7 +1108,7 @@ def load_checkpoint(path, cfg, family, resume):
     """
     if not os.path.isfile(path):
         raise ValueError(f"checkpoint {path}: no such file "
-                         f"(a run writes runs/<preset>/checkpoint.npz)")
+                         f"(a run writes its folder's checkpoint.npz, as runs/<preset>/checkpoint.npz)")
     with open(path, "rb") as f:
         if f.read(4) != b"PK\x03\x04":                      # every .npz is a zip file
             raise ValueError(f"checkpoint {path} is not a checkpoint (.npz) file: "
@@ -1108,8 +1127,7 @@ def load_checkpoint(path, cfg, family, resume):
     except Exception as e:   # a truncated zip, a missing entry, bad JSON: the same to the user
         raise ValueError(f"checkpoint {path} is damaged or not a checkpoint ({type(e).__name__}: "
                          f"{e}): use another, or train anew without --load") from None
-    saved = meta["config"]
-    now = json.loads(json.dumps(dataclasses.asdict(cfg)))             # tuples as lists, like saved
+    saved, now = run_settings(meta["config"]), run_settings(dataclasses.asdict(cfg))
     keys = [k for k in now if k not in FREE_ON_RESUME] if resume else SHAPE_FIELDS
     diffs = [f"{k} is {saved.get(k)!r} there, {now[k]!r} here"
              for k in keys if saved.get(k) != now[k]]
@@ -1200,9 +1218,11 @@ def plot_episode(plt, path, maze, ep, colours):
     ax.scatter(rc[switch, 1], rc[switch, 0], s=60, facecolors="white", edgecolors="black", zorder=3,
                label="switch of sub-policy")
     ax.scatter(rc[0, 1], rc[0, 0], marker="s", s=120, color="green", zorder=3, label="start")
+    names = {"G": "goal", "$": "the mark that pays", "0": "the other mark", "1": "the other mark"}
     for cell, ch in ep["landmarks"].items():
         r, c = maze.cells[cell]
-        ax.scatter(c, r, marker="*", s=250, color="red" if ch in "G$" else "gray", zorder=3)
+        ax.scatter(c, r, marker="*", s=250, color="red" if ch in "G$" else "gray", zorder=3,
+                   label=names.get(ch, ch))
     for k in sorted(k for k in set(ep["active"]) if k < ep["K"]):
         ax.plot([], [], color=colours(k), lw=3, label=f"sub-policy {k}")
     if any(k >= ep["K"] for k in ep["active"]):
@@ -1236,7 +1256,8 @@ def plot_reach(plt, path, maze, maps, held, start):
         ax.set_title(f"{title}\nheld-out goals (red): mean {np.nanmean(maps[key][held]):.2f}",
                      fontsize=9)
         ax.set(xticks=[], yticks=[])
-    fig.colorbar(im, ax=axes, shrink=0.8)
+    fig.colorbar(im, ax=axes, shrink=0.8,
+                 label="chance of meeting the goal (left, middle);\nnormalised return (right)")
     save_png(plt, fig, path)
 
 
@@ -1246,9 +1267,11 @@ def plot_all(out, family, results, history, subs, ep, maps=None, held=()):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     # 1. fine-tuning curves with 95% bands
     fig, ax = plt.subplots(figsize=(6.4, 4))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for i, (name, label) in enumerate(METHODS):
         if name not in results:
             continue
@@ -1261,7 +1284,7 @@ def plot_all(out, family, results, history, subs, ep, maps=None, held=()):
     ax.text(1, 1.01, "optimum", color="gray", va="bottom")
     ax.set(xlabel="iteration of fine-tuning on a held-out task", ylabel="normalised return",
            ylim=(0, 1.1), title="Learning held-out tasks (mean and 95% band over seeds and tasks)")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(0, -0.14), fontsize=8, frameon=False)   # below
     save_png(plt, fig, os.path.join(out, "curves.png"))
 
     # 2. sub-policy maps: the most likely action in every free cell, its probability as length
@@ -1278,11 +1301,14 @@ def plot_all(out, family, results, history, subs, ep, maps=None, held=()):
         ax.quiver(maze.cells[:, 1] - d[:, 1] / 2, maze.cells[:, 0] - d[:, 0] / 2, d[:, 1], d[:, 0],
                   p, cmap="viridis", clim=(0.25, 1), angles="xy", scale_units="xy", scale=1,
                   width=0.012)
-        for cell, ch in env.landmarks(0).items():
+        for cell, ch in (env.landmarks(0).items() if isinstance(family, envs.BanditTasks) else ()):
             ax.text(maze.cells[cell, 1], maze.cells[cell, 0], ch, ha="center", va="center",
                     color="red", fontweight="bold")
         ax.set(title=f"sub-policy {k}", xticks=[], yticks=[])
-    fig.suptitle("Most likely action per cell (arrow length and colour: its probability)")
+    seen = ("the two marks of one episode, which they see: $ the one that pays, the other by its "
+            "number" if isinstance(family, envs.BanditTasks) else "they know no goal")
+    fig.suptitle(f"Most likely action per cell (arrow length and colour: its probability)\n{seen}",
+                 fontsize=10, y=1.06)
     save_png(plt, fig, os.path.join(out, "subpolicies.png"))
 
     # 3. one episode of a trained master: the path coloured by the active sub-policy
@@ -1295,6 +1321,8 @@ def plot_all(out, family, results, history, subs, ep, maps=None, held=()):
     rounds = [h["round"] for h in history]
     a1.plot(rounds, [h["warmup_success"] for h in history], "o-", label="end of warmup (θ only)")
     a1.plot(rounds, [h["joint_success"] for h in history], "s-", label="end of joint (θ and φ)")
+    for a in (a1, a2):
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
     a1.set(xlabel="round", ylabel="success rate", ylim=(0, 1.05),
            title="A fresh master on training tasks")
     a1.legend(fontsize=8)
@@ -1305,7 +1333,7 @@ def plot_all(out, family, results, history, subs, ep, maps=None, held=()):
         bottom += usage[:, k]
     a2.set(xlabel="round", ylabel="share of steps", ylim=(0, 1),
            title="How often each sub-policy acts")
-    a2.legend(fontsize=8, loc="lower right")
+    a2.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     save_png(plt, fig, os.path.join(out, "meta_training.png"))
 
     # 5. what the skills allow: a random walk, a random master, the best master
@@ -1316,7 +1344,9 @@ def plot_all(out, family, results, history, subs, ep, maps=None, held=()):
 
 # ---- Command line: options, progress, the results file, the table -----------
 
-QUICK = dict(rounds=2, tasks=2, warmup=2, joint=2, envs=4, eval_iters=3, seeds=1, flat_lrs=(3e-3,))
+QUICK = dict(rounds=2, tasks=2, warmup=2, joint=2, envs=4, eval_iters=3, eval_seeds=1, flat_lrs=(3e-3,))
+QUICK_NOTE = ("--quick: a budget of seconds that checks that everything runs; its numbers say nothing "
+              "about MLSH (python mlsh.py is the real run)")
 RUN_OPTIONS = [  # flags that change what is shown or kept, not what is learned
     ("--quick", "a tiny budget that finishes in seconds (a smoke test)"),
     ("--bench", "print rollout and update speed, then exit"),
@@ -1324,6 +1354,7 @@ RUN_OPTIONS = [  # flags that change what is shown or kept, not what is learned
     ("--no-plots", "do not write the PNG figures"),
     ("--render", "print an episode of a trained master on a held-out task, as text"),
     ("--eval-only", "evaluate the sub-policies of --load FILE without meta-training"),
+    ("--replace", "write over a run of other settings in the output folder"),
 ]
 
 
@@ -1335,6 +1366,23 @@ def field_help():
         if m:
             helps[m.group(1)] = m.group(2)
     return helps
+
+
+def help_default(field):
+    """A setting's default for --help: its value in each preset where they differ (rooms' T and S
+    follow --rooms: rooms_budget), else the one value."""
+    if field.name == "out":
+        return "runs/<preset> beside mlsh.py; runs/maze-<file name> with --maze; -quick added for --quick"
+    show = lambda v: " ".join(map(str, v)) if isinstance(v, tuple) else str(v) if v != "" else "none"
+    values = {}
+    for name, preset in PRESETS.items():
+        preset = {**preset, **(rooms_budget(preset["rooms"]) if preset["env"] == "rooms" else {})}
+        values[name] = preset.get(field.name, field.default)
+    if field.name in ("env", "preset") or len(set(map(show, values.values()))) == 1:
+        return show(field.default if field.name in ("env", "preset") else values["fourrooms"])
+    follows = " (follows --rooms)" * (field.name in rooms_budget(3))
+    return ", ".join(f"{name} {show(v)}{follows if name == 'rooms' else ''}"
+                     for name, v in values.items()) + "*"
 
 
 class Parser(argparse.ArgumentParser):
@@ -1355,13 +1403,7 @@ def parse_args(argv=None):
     helps = field_help()
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
-        preset = {e: PRESETS[e][f.name] for e in PRESETS
-                  if f.name in PRESETS[e] and f.name != "env"}
-        if len(preset) < len(PRESETS) and preset:         # the presets that do not set it: Config's
-            preset["others"] = f.default
-        default = (", ".join(f"{e} {v}" for e, v in preset.items()) + "*" if preset
-                   else repr(f.default))
-        h = f"{helps.get(f.name, '')} (default: {default})"
+        h = f"{helps.get(f.name, '')} (default: {help_default(f)})"
         if f.type in (bool, "bool"):
             p.add_argument(flag, action="store_true", default=None, help=h)
         elif isinstance(f.default, tuple):
@@ -1374,7 +1416,7 @@ def parse_args(argv=None):
                                                   "(or, with --eval-only, only evaluate it)")
     args = vars(p.parse_args(argv))
     opts = argparse.Namespace(**{k: args.pop(k) for k in ["quick", "bench", "quiet", "no_plots",
-                                                          "render", "eval_only", "load"]})
+                                                          "render", "eval_only", "replace", "load"]})
     if args["env"] is not None and args["env"] not in FAMILIES:
         p.error(f"--env {args['env']!r} is not a task family here; "
                 f"choose one of {', '.join(FAMILIES)}")
@@ -1400,6 +1442,38 @@ def parse_args(argv=None):
     if problems:
         p.error("; ".join(problems))                     # exit code 2, before anything is trained
     return cfg, opts
+
+
+def default_out(cfg, quick):
+    """Each kind of run has a folder of its own beside mlsh.py: runs/<preset>, runs/maze-<file
+    name> for --maze, each with -quick added for --quick."""
+    name = f"maze-{os.path.splitext(os.path.basename(cfg.maze))[0]}" if cfg.maze else cfg.preset
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "runs", name + "-quick" * quick)
+
+
+def other_run(out, cfg, opts):
+    """Why this run must not write into the folder `out`, or None. It must not when the folder
+    holds a run of other settings (its results.json, or the checkpoint.npz of a run that stopped),
+    which this one would replace. The same settings again may replace it, and meta-training may
+    resume from the folder's own checkpoint (load_checkpoint checks that it fits)."""
+    res, ckpt = os.path.join(out, "results.json"), os.path.join(out, "checkpoint.npz")
+    if opts.load and not opts.eval_only and os.path.abspath(opts.load) == ckpt:
+        return None
+    try:
+        if os.path.isfile(res):
+            with open(res) as f:
+                saved = json.load(f)["config"]
+        elif os.path.isfile(ckpt):
+            with np.load(ckpt, allow_pickle=False) as z:
+                saved = json.loads(str(z["meta"]))["config"]
+        else:
+            return None
+    except Exception as e:   # unreadable: still someone's run
+        return (f"{out} holds a run that cannot be read ({type(e).__name__}) and this one would "
+                f"replace it: choose another --out, or give --replace to write over it")
+    diffs = differences(run_settings(saved), run_settings(dataclasses.asdict(cfg)))
+    return diffs and (f"{out} holds a run of other settings ({diffs}): choose another --out, or "
+                      f"give --replace to write over it")
 
 
 def check_writable(folder):
@@ -1472,7 +1546,7 @@ def evaluate_all(cfg, family, subs, log):
         rng = np.random.default_rng([cfg.seed, 3, zlib.crc32(label.encode())])   # order-free
         res = summarise(score, success, rng)
         log(f"  {label:<14s} AUC {res['auc']:.3f} [{res['auc_ci'][0]:.3f}, {res['auc_ci'][1]:.3f}]"
-            f"  80% success at iteration {res['iters_to_80']}  ({time.time() - t0:.0f}s)")
+            f"  80% success at {at_80(res['iters_to_80'])}  ({time.time() - t0:.0f}s)")
         if name == "flat":
             flat[lr] = res
         else:
@@ -1486,11 +1560,15 @@ def evaluate_all(cfg, family, subs, log):
     return results, masters
 
 
+def at_80(iteration):
+    return "never" if iteration is None else f"iteration {iteration}"
+
+
 def table(results):
     lines = [f"{'method':<14s} {'AUC':>6s}  {'95% CI':<16s} {'80% success at':>14s}"]
     for name in [m for m in ("mlsh", "mlsh_paper", "flat", "shared", "random_subs") if m in results]:
         r = results[name]
-        it = "never" if r["iters_to_80"] is None else f"iteration {r['iters_to_80']}"
+        it = at_80(r["iters_to_80"])
         label = name + (f" lr={r['lr']:g}" if name == "flat" else "")
         lines.append(f"{label:<14s} {r['auc']:6.3f}  [{r['auc_ci'][0]:.3f}, {r['auc_ci'][1]:.3f}]"
                      f"  {it:>14s}")
@@ -1517,8 +1595,10 @@ def main(argv=None):
         return
     try:
         family = make_family(cfg)
-        here = os.path.dirname(os.path.abspath(__file__))
-        out = os.path.abspath(cfg.out or os.path.join(here, "runs", cfg.preset))
+        out = os.path.abspath(cfg.out or default_out(cfg, opts.quick))
+        clash = None if opts.replace else other_run(out, cfg, opts)
+        if clash:
+            raise ValueError(clash)
         check_writable(out)
         resume = (load_checkpoint(opts.load, cfg, family, resume=not opts.eval_only)
                   if opts.load else None)
@@ -1533,6 +1613,8 @@ def main(argv=None):
         f"T={cfg.max_steps}, S={cfg.steps}, W={cfg.warmup}, U={cfg.joint}, {cfg.rounds} rounds of "
         f"{cfg.tasks} tasks side by side; held-out tasks: "
         f"{len(family.held_out(cfg.eval_split))} ({cfg.eval_split})")
+    if opts.quick:
+        log(QUICK_NOTE)
     if opts.eval_only:
         subs, history = Net(resume["subs"], cfg.sub_lr, cfg.env in ONE_HOT), resume["history"]
         log(f"evaluating the sub-policies of {opts.load} ({len(history)} rounds of meta-training)")
@@ -1554,8 +1636,9 @@ def main(argv=None):
                   file=sys.stderr)
             raise SystemExit(2)
     t_meta = time.time() - t0
-    log(f"meta-training took {t_meta:.0f}s; fine-tuning a fresh learner on each held-out task, "
-        f"{cfg.seeds} seed(s) each, {cfg.eval_iters} iterations:")
+    log(("" if opts.eval_only else f"meta-training took {t_meta:.0f}s; ") +
+        f"fine-tuning a fresh learner on each held-out task, {cfg.eval_seeds} seed(s) each, "
+        f"{cfg.eval_iters} iterations:")
     try:
         results, masters = evaluate_all(cfg, family, subs, log)
     except FloatingPointError as e:
@@ -1596,9 +1679,13 @@ def main(argv=None):
                   f"{reached['skills_only']['best_success']['mean']:.2f})")
     optimum = ("the best return any policy could get" if cfg.reward == "every_step"
                else "always the shortest path")
+    written = ["results"] + ["checkpoint"] * (not opts.eval_only) + ["figures"] * (not opts.no_plots)
     print(f"\nAUC = mean normalised return over {cfg.eval_iters} fine-tuning iterations "
-          f"(1 = {optimum}).\nmeta-training {t_meta:.0f}s, evaluation "
-          f"{t_eval:.0f}s; results, checkpoint and figures in {out}")
+          f"(1 = {optimum}).\n" + ("" if opts.eval_only else f"meta-training {t_meta:.0f}s, ") +
+          f"evaluation {t_eval:.0f}s; {', '.join(written[:-1])}{' and ' * (len(written) > 1)}"
+          f"{written[-1]} in {out}")
+    if opts.quick:
+        print(QUICK_NOTE)
 
 
 if __name__ == "__main__":

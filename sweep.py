@@ -40,7 +40,8 @@ LABELS = {**dict(mlsh.METHODS), "random_subs": "random subs", "mlsh_paper": "MLS
 COLUMNS = {"mlsh": "MLSH", "mlsh_paper": "MLSH, the paper's master", "flat": "flat PPO (lr)", "shared": "shared",
            "random_subs": "random subs"}
 NOT_HERE = {"--seed": "give the seeds with --seeds", "--load": "a sweep trains every seed itself",
-            "--eval-only": "a sweep trains every seed itself", "--bench": "run python mlsh.py --bench by itself"}
+            "--eval-only": "a sweep trains every seed itself", "--bench": "run python mlsh.py --bench by itself",
+            "--replace": "a sweep never writes over a run: choose another --out, or move the folder away"}
 
 
 class BadInput(Exception):
@@ -69,15 +70,9 @@ def parse_seeds(text):
 
 
 def settings(config):
-    """A run's config without what differs between the seeds of one sweep (seed, output folder).
-    A field that the run's version of mlsh.py did not have yet takes its default, as that version behaved."""
-    config = json.loads(json.dumps({**dataclasses.asdict(mlsh.Config()), **config}))   # tuples as lists
-    return {k: v for k, v in config.items() if k not in ("seed", "out")}
-
-
-def differences(a, b):
-    return "; ".join(f"{k} is {a.get(k)!r} there, {b.get(k)!r} here" for k in sorted(set(a) | set(b))
-                     if a.get(k) != b.get(k))
+    """A run's config without what differs between the seeds of one sweep (seed, output folder), in
+    today's form (mlsh.run_settings)."""
+    return {k: v for k, v in mlsh.run_settings(config).items() if k != "seed"}
 
 
 def flags_of(config):
@@ -157,7 +152,7 @@ def plan(seeds, cfg, out):
         if os.path.isfile(os.path.join(folder, "results.json")):
             res = read_results(folder)
             if settings(res["config"]) != want or res["config"]["seed"] != s:
-                raise BadInput(f"{folder} holds a run of other settings ({differences(settings(res['config']), want)}):"
+                raise BadInput(f"{folder} holds a run of other settings ({mlsh.differences(settings(res['config']), want)}):"
                                f" choose another --out, or move that folder away")
             done[s] = res
         elif os.path.isfile(ckpt):
@@ -387,21 +382,35 @@ def plot(path, rows, title):
     x = np.arange(len(shown))
     fig, ax = plt.subplots(figsize=(6.4 + 1.2 * (len(shown) > 4), 4))
     for r in ok:
-        y = [r["methods"][m]["auc"] for m in shown]
-        ax.plot(x, y, color="grey", lw=0.8, alpha=0.6, zorder=1)
-        ax.text(x[0] - 0.08, y[0], str(r["seed"]), fontsize=7, color="grey", va="center", ha="right")
+        ax.plot(x, [r["methods"][m]["auc"] for m in shown], color="grey", lw=0.8, alpha=0.6, zorder=1)
+    # each seed's number left of its first dot, moved apart where dots are close, with a leader line
+    first = sorted((r["methods"][shown[0]]["auc"], r["seed"]) for r in ok)
+    at = spread([y for y, _ in first], gap=0.035)
+    for (y, seed), y_text in zip(first, at):
+        ax.text(x[0] - 0.3, y_text, str(seed), fontsize=7, color="grey", va="center", ha="right")
+        ax.plot([x[0] - 0.28, x[0] - 0.06], [y_text, y], color="grey", lw=0.5)
     for i, m in enumerate(shown):
         y = [r["methods"][m]["auc"] for r in ok]
         ax.scatter(np.full(len(y), i), y, s=25, color=f"C{METHODS.index(m)}", zorder=2)
         if y:
             ax.hlines(np.mean(y), i - 0.25, i + 0.25, color="black", lw=2.5, zorder=3)
             ax.text(i + 0.27, np.mean(y), f"{np.mean(y):.2f}", va="center", fontsize=8)
-    ax.set(xticks=x, xticklabels=[LABELS[m] for m in shown], ylabel="AUC on held-out tasks", ylim=(-0.03, 1.03),
-           xlim=(-0.6, len(shown) - 0.3))
+    ax.set(xticks=x, xticklabels=[LABELS[m].replace(" (", "\n(") for m in shown], ylabel="AUC on held-out tasks",
+           ylim=(-0.03, 1.03), xlim=(-0.8, len(shown) - 0.3))
     ax.set_title(title, fontsize=9)
-    ax.text(0.0, -0.14, f"{len(ok)} meta-training seeds (dots; a line joins one seed's methods; bar: mean)",
+    ax.text(0.0, -0.22, f"{len(ok)} meta-training seeds (dots; a line joins one seed's methods; bar: mean)",
             transform=ax.transAxes, fontsize=8)
     mlsh.save_png(plt, fig, path)
+
+
+def spread(ys, gap):
+    """Label heights for sorted values ys: each at its value, pushed up to `gap` above the one below,
+    then the whole column moved down by half of what it grew, to stay centred on the values."""
+    out = []
+    for y in ys:
+        out.append(max(y, out[-1] + gap) if out else y)
+    shift = (out[-1] - ys[-1]) / 2 if ys else 0.0
+    return [y - shift for y in out]
 
 
 def plot_curves(path, rows, title):
@@ -457,7 +466,7 @@ def gather(folders):
             first = (folder, settings(res["config"]))
         elif settings(res["config"]) != first[1]:
             raise BadInput(f"{folder} and {first[0]} are runs of different settings "
-                           f"({differences(settings(res['config']), first[1])}): summarise one setting at a time")
+                           f"({mlsh.differences(settings(res['config']), first[1])}): summarise one setting at a time")
         if seed in runs:
             raise BadInput(f"{folder} is seed {seed} again: give each seed's folder once")
         runs[seed] = res

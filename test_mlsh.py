@@ -678,7 +678,7 @@ def test_a_small_maze_still_gets_a_validation_split():
 # ---------------------------------------------------------------------------
 
 def test_flat_ppo_solves_a_four_rooms_goal():
-    cfg = mlsh.Config(eval_iters=12, seeds=1)
+    cfg = mlsh.Config(eval_iters=12, eval_seeds=1)
     fam = envs.GoalTasks()
     fam.test_tasks = fam.test_tasks[:2]
     score, success, _ = mlsh.fine_tune(cfg, fam, lambda rng, L: mlsh.new_agent(rng, L, fam.obs_dim, 4, cfg, 0.03), 1)
@@ -687,7 +687,7 @@ def test_flat_ppo_solves_a_four_rooms_goal():
 
 
 def test_mlsh_beats_flat_on_bandits():
-    cfg, _ = mlsh.parse_args(["--env", "bandits", "--rounds", "6", "--seeds", "2", "--eval-iters", "10"])
+    cfg, _ = mlsh.parse_args(["--env", "bandits", "--rounds", "6", "--eval-seeds", "2", "--eval-iters", "10"])
     fam = mlsh.make_family(cfg)
     subs, history = mlsh.meta_train(cfg, fam, np.random.default_rng([cfg.seed, 1]))
     assert history[-1]["warmup_success"] > 0.8      # a fresh master is good after the warmup alone
@@ -892,6 +892,14 @@ def test_help_lists_every_config_field(capsys):
     text = capsys.readouterr().out
     for f in mlsh.dataclasses.fields(mlsh.Config):
         assert "--" + f.name.replace("_", "-") in text
+    # every preset's default where they differ, Four Rooms' among them; one default for --out
+    flat = " ".join(text.split())
+    assert "--sub-lr SUB_LR Adam step for φ (the paper's 3e-4 was too slow: RESULTS.md) (default: fourrooms 0.001, " \
+           "bandits 0.003, paper 0.003, rooms 0.001*)" in flat
+    assert "(default: fourrooms 50, bandits 50, paper 100, rooms 112 (follows --rooms)*)" in flat
+    assert "--hidden HIDDEN units per hidden layer (tanh) (default: 64)" in flat
+    out_help = flat[flat.index("--out OUT folder"):flat.index("--quick a tiny")]
+    assert out_help.count("default") == 1 and "runs/<preset>" in out_help
 
 
 # ---------------------------------------------------------------------------
@@ -923,7 +931,7 @@ def test_a_checkpoint_from_another_config_is_refused(tmp_path):
     mlsh.main(QUICK_BANDITS + ["--out", str(tmp_path)])
     ckpt = str(tmp_path / "checkpoint.npz")
     with pytest.raises(SystemExit) as e:
-        mlsh.main(QUICK_BANDITS + ["--subpolicies", "3", "--load", ckpt, "--eval-only", "--out", str(tmp_path)])
+        mlsh.main(QUICK_BANDITS + ["--subpolicies", "3", "--load", ckpt, "--eval-only", "--out", str(tmp_path / "b")])
     assert e.value.code == 2
     cfg, _ = mlsh.parse_args(QUICK_BANDITS + ["--hidden", "32"])
     with pytest.raises(ValueError, match="hidden is 64 there, 32 here"):
@@ -973,6 +981,56 @@ def test_eval_only_reproduces_the_evaluation(tmp_path):
     a = json.loads((tmp_path / "a" / "results.json").read_text())["methods"]
     b = json.loads((tmp_path / "b" / "results.json").read_text())["methods"]
     assert a == b
+
+
+def _kept(folder):
+    """A run's results and checkpoint, byte for byte."""
+    return {f: (folder / f).read_bytes() for f in ("results.json", "checkpoint.npz")}
+
+
+def test_a_run_of_other_settings_never_replaces_a_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    mlsh.main(QUICK_BANDITS + ["--out", str(out)])
+    kept = _kept(out)
+    others = {"seed is 0 there, 1 here": QUICK_BANDITS + ["--seed", "1"],
+              "env is 'bandits' there, 'fourrooms' here": ["--quick", "--quiet", "--no-plots"],
+              "methods is": QUICK_BANDITS + ["--eval-only", "--load", str(out / "checkpoint.npz"), "--methods", "mlsh"]}
+    for said, argv in others.items():
+        with pytest.raises(SystemExit) as e:
+            mlsh.main(argv + ["--out", str(out)])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1, err
+        assert f"{out} holds a run of other settings" in err and said in err and "give --replace" in err, err
+        assert _kept(out) == kept, f"{argv} changed the earlier run's files"
+    # a run that stopped (its checkpoint, no results yet) is kept the same way, and resumes
+    (out / "results.json").unlink()
+    with pytest.raises(SystemExit) as e:
+        mlsh.main(QUICK_BANDITS + ["--macro", "3", "--out", str(out)])
+    assert e.value.code == 2 and "macro is 10 there, 3 here" in capsys.readouterr().err
+    mlsh.main(QUICK_BANDITS + ["--rounds", "3", "--out", str(out), "--load", str(out / "checkpoint.npz")])
+    # the same settings again replace the run, as does --replace
+    mlsh.main(QUICK_BANDITS + ["--rounds", "3", "--out", str(out)])
+    mlsh.main(QUICK_BANDITS + ["--seed", "1", "--replace", "--out", str(out)])
+    assert json.loads((out / "results.json").read_text())["config"]["seed"] == 1
+
+
+def test_quick_and_maze_runs_have_folders_of_their_own(tmp_path):
+    for f in ["mlsh.py", "envs.py"]:
+        (tmp_path / f).write_text((Path(__file__).resolve().parent / f).read_text())
+    (tmp_path / "my.txt").write_text(MY_MAZE)
+    run = lambda *argv: subprocess.run([sys.executable, "mlsh.py", *argv, "--quiet", "--no-plots"], cwd=tmp_path,
+                                       capture_output=True, text=True, timeout=600)
+    default = tmp_path / "runs" / "fourrooms"
+    assert run("--quick", "--out", str(default)).returncode == 0     # a run in the default run's folder
+    kept = _kept(default)
+    assert run("--quick").returncode == 0
+    assert run("--quick", "--maze", "my.txt").returncode == 0
+    assert _kept(default) == kept
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["fourrooms", "fourrooms-quick", "maze-my-quick"]
+    for argv, folder in [([], "fourrooms"), (["--maze", "my.txt"], "maze-my"), (["--env", "bandits"], "bandits"),
+                         (["--preset", "paper"], "paper")]:
+        cfg, _ = mlsh.parse_args(argv)
+        assert mlsh.default_out(cfg, quick=False).endswith(os.path.join("runs", folder))
 
 
 MY_MAZE = """\
@@ -1052,13 +1110,13 @@ def test_a_maze_file_that_is_not_text_is_refused(tmp_path):
     (["--macro", "-1"], "--macro is -1"),
     (["--warmup", "-2"], "--warmup is -2"),
     (["--joint", "0"], "--joint is 0"),
-    (["--seeds", "0"], "--seeds is 0"),
+    (["--eval-seeds", "0"], "--eval-seeds is 0"),
     (["--eval-iters", "0"], "--eval-iters is 0"),
     (["--slip", "1"], "--slip is 1.0; it is a probability in [0, 1)"),
     (["--slip", "-0.1"], "--slip is -0.1"),
     (["--env", "mujoco"], "--env 'mujoco' is not a task family"),
     (["--eval-only"], "--eval-only evaluates a trained checkpoint: give it with --load FILE"),
-    (["--seeds", "three"], "invalid int value: 'three'"),
+    (["--eval-seeds", "three"], "invalid int value: 'three'"),
     (["--max-steps", "100"], "--steps 64 is shorter than --max-steps 100"),
     (["--preset", "paper", "--env", "bandits"], "--preset paper is for --env fourrooms"),
     (["--preset", "large"], "--preset 'large' is not a preset here"),
@@ -1363,12 +1421,19 @@ def test_summary_counts_intervals_and_bootstraps_the_difference_over_seeds():
     (["--preset", "rooms", "--rooms", "2", "--max-steps", "60"], ["--env", "rooms", "--rooms", "2", "--max-steps", "60"]),
     (["--env", "bandits", "--macro", "1"], ["--env", "bandits", "--macro", "1"]),
     (["--preset", "paper", "--sub-ent", "0.1"], ["--preset", "paper", "--sub-ent", "0.1"]),
+    (["--eval-seeds", "3"], ["--eval-seeds", "3"]),                 # the evaluation seeds pass through
 ])
 def test_the_flags_a_sweep_prints_give_its_settings_back(argv, flags):
     import sweep
     config = dataclasses.asdict(mlsh.parse_args(argv)[0])
     assert sweep.flags_of(config) == flags           # only what differs from the preset (T and S follow --rooms)
     assert sweep.settings(dataclasses.asdict(mlsh.parse_args(flags)[0])) == sweep.settings(config)
+
+
+def test_settings_of_older_runs_read_as_they_are_now():
+    old = {k: v for k, v in mlsh.dataclasses.asdict(mlsh.Config(eval_seeds=3)).items() if k not in ("eval_seeds", "reward")}
+    now = mlsh.run_settings({**old, "seeds": 3})           # --seeds was renamed; --reward came later
+    assert now["eval_seeds"] == 3 and "seeds" not in now and now["reward"] == "reach" and "out" not in now
 
 
 def test_seed_lists():
@@ -1438,6 +1503,8 @@ def test_a_grid_runs_a_sweep_per_combination(swept, tmp_path):
     (["--seeds", "0", "--grid", "macro=1,,5"], "--grid 'macro=1,,5'"),
     (["--seeds", "0", "--macro", "5", "--grid", "macro=1,5"], "--macro is given both as a flag and in --grid"),
     (["--seeds", "0", "--grid", "macro=1,0"], "--macro is 0; it must be at least 1"),
+    (["--seeds", "0", "--eval-seeds", "0"], "--eval-seeds is 0; it must be at least 1"),
+    (["--seeds", "0", "--replace"], "--replace is not for a sweep"),
 ])
 def test_sweep_refuses_bad_input_in_one_line_before_any_worker(argv, expected, tmp_path, capsys):
     import sweep
