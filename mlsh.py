@@ -1080,7 +1080,6 @@ def differences(a, b):
                      if a.get(k) != b.get(k))
 
 
-
 def save_checkpoint(path, cfg, family, state):
     """Sub-policies, their Adam state, the config, the maze, the round records and both
     generators' states, as one .npz of plain arrays, written atomically."""
@@ -1472,8 +1471,8 @@ def other_run(out, cfg, opts):
         return (f"{out} holds a run that cannot be read ({type(e).__name__}) and this one would "
                 f"replace it: choose another --out, or give --replace to write over it")
     diffs = differences(run_settings(saved), run_settings(dataclasses.asdict(cfg)))
-    return diffs and (f"{out} holds a run of other settings ({diffs}): choose another --out, or "
-                      f"give --replace to write over it")
+    return (f"{out} holds a run of other settings ({diffs}): choose another --out, or give "
+            f"--replace to write over it") if diffs else None
 
 
 def check_writable(folder):

@@ -1008,6 +1008,13 @@ def test_a_run_of_other_settings_never_replaces_a_run(tmp_path, capsys):
         mlsh.main(QUICK_BANDITS + ["--macro", "3", "--out", str(out)])
     assert e.value.code == 2 and "macro is 10 there, 3 here" in capsys.readouterr().err
     mlsh.main(QUICK_BANDITS + ["--rounds", "3", "--out", str(out), "--load", str(out / "checkpoint.npz")])
+    # a folder whose run cannot be read is kept too
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "results.json").write_text("{not json")
+    with pytest.raises(SystemExit) as e:
+        mlsh.main(QUICK_BANDITS + ["--out", str(tmp_path / "damaged")])
+    assert e.value.code == 2 and "holds a run that cannot be read" in capsys.readouterr().err
+    assert (tmp_path / "damaged" / "results.json").read_text() == "{not json"
     # the same settings again replace the run, as does --replace
     mlsh.main(QUICK_BANDITS + ["--rounds", "3", "--out", str(out)])
     mlsh.main(QUICK_BANDITS + ["--seed", "1", "--replace", "--out", str(out)])
