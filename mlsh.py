@@ -1215,7 +1215,7 @@ def plot_episode(plt, path, maze, ep, colours):
                 lw=1.5 if primitive else 3, ls=":" if primitive else "-", solid_capstyle="round")
     switch = [t for t in range(1, len(ep["active"])) if ep["active"][t] != ep["active"][t - 1]]
     ax.scatter(rc[switch, 1], rc[switch, 0], s=60, facecolors="white", edgecolors="black", zorder=3,
-               label="switch of sub-policy")
+               label="switch of sub-policy" if switch else None)
     ax.scatter(rc[0, 1], rc[0, 0], marker="s", s=120, color="green", zorder=3, label="start")
     names = {"G": "goal", "$": "the mark that pays", "0": "the other mark", "1": "the other mark"}
     for cell, ch in ep["landmarks"].items():
