@@ -109,6 +109,13 @@ def check_flags(flags):
     return cfg
 
 
+def default_folder(cfg, grid):
+    """runs/sweep-<what> (runs/grid-<what> for a grid) beside sweep.py, <what> named as mlsh.py names
+    its run's folder: the preset, or maze-<file name>."""
+    what = os.path.basename(mlsh.default_out(cfg, quick=False))
+    return os.path.join(HERE, "runs", f"{'grid' if grid else 'sweep'}-{what}")
+
+
 def parse_grid(items, flags):
     """['max-steps=50,100', 'macro=1,5'] -> [("max-steps", ["50", "100"]), ("macro", ["1", "5"])]."""
     grid = []
@@ -557,8 +564,9 @@ def parse(argv):
                "(python mlsh.py --help).")
     p.add_argument("--seeds", help="seeds to run: 0-9, 0,3,7 or both (0-4,9)")
     p.add_argument("--jobs", type=int, help="seeds run at a time (default: the cores this process may use)")
-    p.add_argument("--out", help="the sweep's folder; seed S runs in OUT/seed-S (default: runs/sweep-<preset> "
-                                 "beside mlsh.py; with --summarise, the folders' common parent)")
+    p.add_argument("--out", help="the sweep's folder; seed S runs in OUT/seed-S (default: runs/sweep-<preset>, or "
+                                 "runs/sweep-maze-<file name> with --maze, beside mlsh.py; with --summarise, the "
+                                 "folders' common parent)")
     p.add_argument("--summarise", nargs="+", metavar="DIR", help="no runs: summarise these finished run folders")
     p.add_argument("--grid", nargs="+", metavar="NAME=V1,V2", help="a sweep for every combination of these mlsh.py "
                    "flag values (as macro=1,5,10), each in OUT/NAME-V_..., and grid.md/json/png over them "
@@ -587,8 +595,7 @@ def main(argv=None):
         seeds = parse_seeds(args.seeds)
         grid = parse_grid(args.grid, flags) if args.grid else []
         cells = [(label, f, check_flags(f)) for label, f in grid_cells(grid, flags)]
-        preset = cells[0][2].preset
-        out = os.path.abspath(args.out or os.path.join(HERE, "runs", f"{'grid' if grid else 'sweep'}-{preset}"))
+        out = os.path.abspath(args.out or default_folder(cells[0][2], grid))
         cells = [(label, f, cfg, os.path.join(out, label.replace("=", "-").replace(" ", "_")))
                  for label, f, cfg in cells]
         for *_, folder in cells:

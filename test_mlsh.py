@@ -1437,6 +1437,13 @@ def test_the_flags_a_sweep_prints_give_its_settings_back(argv, flags):
     assert sweep.settings(dataclasses.asdict(mlsh.parse_args(flags)[0])) == sweep.settings(config)
 
 
+def test_a_sweep_has_a_folder_of_its_own_per_kind_of_run():
+    import sweep
+    for argv, grid, folder in [([], False, "sweep-fourrooms"), (["--maze", "mazes/example.txt"], False,
+                               "sweep-maze-example"), (["--env", "bandits"], True, "grid-bandits")]:
+        assert sweep.default_folder(mlsh.parse_args(argv)[0], grid).endswith(os.path.join("runs", folder))
+
+
 def test_settings_of_older_runs_read_as_they_are_now():
     old = {k: v for k, v in mlsh.dataclasses.asdict(mlsh.Config(eval_seeds=3)).items() if k not in ("eval_seeds", "reward")}
     now = mlsh.run_settings({**old, "seeds": 3})           # --seeds was renamed; --reward came later
