@@ -1128,12 +1128,11 @@ def load_checkpoint(path, cfg, family, resume):
                          f"{e}): use another, or train anew without --load") from None
     saved, now = run_settings(meta["config"]), run_settings(dataclasses.asdict(cfg))
     keys = [k for k in now if k not in FREE_ON_RESUME] if resume else SHAPE_FIELDS
-    diffs = [f"{k} is {saved.get(k)!r} there, {now[k]!r} here"
-             for k in keys if saved.get(k) != now[k]]
+    diffs = differences({k: saved.get(k) for k in keys}, {k: now[k] for k in keys})
     if meta["maze"] != family.maze.rows:
-        diffs.append("its maze layout is not this run's")
+        diffs += ("; " if diffs else "") + "its maze layout is not this run's"
     if diffs:
-        raise ValueError(f"checkpoint {path} does not fit this run: {'; '.join(diffs)}. "
+        raise ValueError(f"checkpoint {path} does not fit this run: {diffs}. "
                          f"Give the flags it was trained with, or train anew without --load")
     opt = Adam(params, cfg.sub_lr)
     opt.m, opt.v, opt.t = m, v, int(t)
@@ -1153,7 +1152,7 @@ def play_episode(family, agent, m, seed, split="test"):
     master = {k: v[m:m + 1] for k, v in agent.master.p.items()}
     K = agent.subs.G
     obs, _ = env.reset()
-    cells, active, left = [int(env.pos[0])], [], 0
+    cells, active, left, k = [int(env.pos[0])], [], 0, None   # left: steps of choice k still to run
     for t in range(env.max_steps):
         logits = mlp_forward(master, obs[None])[0][0]
         if left > 0 and k < K and log_softmax(logits)[0, k] < np.log(agent.interrupt or 1e-300):
