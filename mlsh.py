@@ -696,10 +696,11 @@ def pretrain_shared(cfg, family, lr, rng):
     return agent
 
 
-def evaluate(cfg, family, subs):
+def evaluate(cfg, family, subs, tune=fine_tune):
     """The paper's test on held-out tasks, for MLSH and the three baselines in cfg.methods.
 
-    A generator: as each method finishes it yields (name, lr, *fine_tune's results).
+    A generator: as each method finishes it yields (name, lr, *fine_tune's results). tune is
+    fine_tune (the command line passes one that keeps each result, so a stopped run resumes).
       mlsh         a fresh master over the learned φ, frozen, and over the A primitive
                    actions as options of one step (cfg.master "options")
       mlsh_paper   the paper's master over the same φ: skills only (with mlsh, unless
@@ -714,16 +715,16 @@ def evaluate(cfg, family, subs):
     over = lambda phi, prim=prim: lambda rng, L: new_agent(rng, L, D, K + A * prim, cfg, cfg.master_lr,
                                                            cfg.macro, phi, primitives=prim)
     if "mlsh" in cfg.methods:
-        yield ("mlsh", cfg.master_lr, *fine_tune(cfg, family, over(subs), cfg.eval_seeds))
+        yield ("mlsh", cfg.master_lr, *tune(cfg, family, over(subs), cfg.eval_seeds))
         if prim:
-            yield ("mlsh_paper", cfg.master_lr, *fine_tune(cfg, family, over(subs, False), cfg.eval_seeds))
+            yield ("mlsh_paper", cfg.master_lr, *tune(cfg, family, over(subs, False), cfg.eval_seeds))
     if "random_subs" in cfg.methods:
         random_subs = Net.new(np.random.default_rng([cfg.seed, 4]), K, D, A, cfg, cfg.sub_lr, 0.01)
-        yield ("random_subs", cfg.master_lr, *fine_tune(cfg, family, over(random_subs), cfg.eval_seeds))
+        yield ("random_subs", cfg.master_lr, *tune(cfg, family, over(random_subs), cfg.eval_seeds))
     if "flat" in cfg.methods:
         auc = {}
         for lr in cfg.flat_lrs:
-            score, success, learners = fine_tune(
+            score, success, learners = tune(
                 cfg, family, lambda rng, L: new_agent(rng, L, D, A, cfg, lr), cfg.eval_seeds)
             auc[lr] = score.mean(axis=1).mean()
             yield "flat", lr, score, success, learners
@@ -738,7 +739,7 @@ def evaluate(cfg, family, subs):
                         net.p[k][...] = src.p[k]     # every learner starts from the shared weights
                 return agent
 
-            yield ("shared", best, *fine_tune(cfg, family, from_shared, cfg.eval_seeds))
+            yield ("shared", best, *tune(cfg, family, from_shared, cfg.eval_seeds))
 
 
 # ===========================================================================
@@ -1091,11 +1092,15 @@ def save_checkpoint(path, cfg, family, state):
     meta = {"config": dataclasses.asdict(cfg), "maze": family.maze.rows,
             "history": state["history"], "rng": state["rng"].bit_generator.state,
             "env_rng": state["env_rng"].bit_generator.state}
-    arrays["meta"] = np.array(json.dumps(meta))                      # text, so no pickle is needed
+    save_npz(path, arrays, meta)
+
+
+def save_npz(path, arrays, meta):
+    """Arrays and a JSON-able dict as one .npz, written atomically (the old file stays whole)."""
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)                                  # the old file stays whole until here
+        np.savez(f, **arrays, meta=np.array(json.dumps(meta)))     # text, so no pickle is needed
+    os.replace(tmp, path)
 
 
 def load_checkpoint(path, cfg, family, resume):
@@ -1451,10 +1456,11 @@ def default_out(cfg, quick):
 
 def other_run(out, cfg, opts):
     """Why this run must not write into the folder `out`, or None. It must not when the folder
-    holds a run of other settings (its results.json, or the checkpoint.npz of a run that stopped),
-    which this one would replace. The same settings again may replace it, and meta-training may
-    resume from the folder's own checkpoint (load_checkpoint checks that it fits)."""
-    res, ckpt = os.path.join(out, "results.json"), os.path.join(out, "checkpoint.npz")
+    holds a run of other settings (its results.json, or the checkpoint.npz or evaluations kept
+    of a run that stopped), which this one would replace. The same settings again may replace it,
+    and meta-training may resume from the folder's own checkpoint (load_checkpoint checks that it
+    fits)."""
+    res, ckpt, kept = (os.path.join(out, f) for f in ("results.json", "checkpoint.npz", KEPT))
     if opts.load and not opts.eval_only and os.path.abspath(opts.load) == ckpt:
         return None
     try:
@@ -1464,6 +1470,8 @@ def other_run(out, cfg, opts):
         elif os.path.isfile(ckpt):
             with np.load(ckpt, allow_pickle=False) as z:
                 saved = json.loads(str(z["meta"]))["config"]
+        elif os.path.isfile(kept):
+            saved = read_kept(kept)[0]["config"]
         else:
             return None
     except Exception as e:   # unreadable: still someone's run
@@ -1533,11 +1541,63 @@ def each_round(cfg, family, ckpt, log):
     return after_round
 
 
-def evaluate_all(cfg, family, subs, log):
+KEPT = "evaluation-so-far.npz"     # in a run's folder while it evaluates: the methods finished
+
+
+def kept_tuning(path, cfg, subs):
+    """fine_tune, keeping what each call returns in the file `path` as it finishes, so that a
+    stopped evaluation carries on where it stopped. A call the file holds is not run again: it
+    returns the kept curves and a stand-in for the learners, learner 0's master alone (all that
+    play_episode needs). Calls are matched by their order, which the settings fix; the file is
+    used only if it was kept for these settings and these very sub-policies. Each call's
+    generator starts from the seed (fine_tune), so kept and new results are the same numbers."""
+    key = {"config": run_settings(dataclasses.asdict(cfg)),
+           "subs": zlib.crc32(b"".join(subs.p[k].tobytes() for k in sorted(subs.p)))}
+    try:
+        saved, kept = read_kept(path) or (None, [])
+    except Exception:            # unreadable: other_run let it be replaced (--replace)
+        saved, kept = None, []
+    kept = kept if saved == key else []
+    calls = 0
+
+    def tune(cfg, family, make_agent, seeds):
+        nonlocal calls
+        i, calls = calls, calls + 1
+        if i < len(kept):
+            score, success, master = kept[i]
+            agent = make_agent(np.random.default_rng(0), 1)
+            agent.master.p.update(master)
+            return score, success, agent
+        score, success, agent = fine_tune(cfg, family, make_agent, seeds)
+        kept.append((score, success, {k: v[:1] for k, v in agent.master.p.items()}))
+        arrays = {}
+        for j, (score_j, success_j, master) in enumerate(kept):
+            arrays.update({f"{j}.score": score_j, f"{j}.success": success_j})
+            arrays.update({f"{j}.master.{k}": w for k, w in master.items()})
+        save_npz(path, arrays, key)
+        return score, success, agent
+
+    tune.kept = len(kept)
+    return tune
+
+
+def read_kept(path):
+    """(the settings it was kept for, [(score, success, learner 0's master) per call]) from a
+    kept_tuning file, or None when there is none. Raises if it cannot be read."""
+    if not os.path.isfile(path):
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        part = lambda prefix: {k[len(prefix):]: z[k] for k in z.files if k.startswith(prefix)}
+        calls = sum(k.endswith(".score") for k in z.files)
+        return (json.loads(str(z["meta"])),
+                [(z[f"{i}.score"], z[f"{i}.success"], part(f"{i}.master.")) for i in range(calls)])
+
+
+def evaluate_all(cfg, family, subs, log, tune=fine_tune):
     """Run evaluate; summarise each method as it finishes (flat PPO: its best rate), print a line.
     Returns the results per method and MLSH's trained masters (None without MLSH)."""
     results, flat, masters, t0 = {}, {}, None, time.time()
-    for name, lr, score, success, learners in evaluate(cfg, family, subs):
+    for name, lr, score, success, learners in evaluate(cfg, family, subs, tune):
         label = {"flat": f"flat lr={lr:g}", "random_subs": "random subs",
                  "mlsh_paper": "mlsh (paper's)"}.get(name, name)
         finite(f"the masters' weights of {label}", learners.master.p)
@@ -1585,6 +1645,18 @@ def skills_table(skills):
     return "\n".join(lines)
 
 
+def stopped(argv, ckpt, kept):
+    """After Ctrl-C: say what is kept and the command that carries on (this one, loading the run's
+    own checkpoint when it meta-trains), and exit with 130."""
+    args = list(argv if argv is not None else sys.argv[1:])
+    if ckpt:
+        if "--load" in args:                                       # drop an earlier --load FILE
+            del args[args.index("--load"):args.index("--load") + 2]
+        args += ["--load", ckpt]
+    print(f"\ninterrupted: {kept}\nresume with: python mlsh.py {' '.join(args)}")
+    raise SystemExit(130)
+
+
 def main(argv=None):
     cfg, opts = parse_args(argv)
     log = (lambda s: None) if opts.quiet else print
@@ -1621,12 +1693,7 @@ def main(argv=None):
             subs, history = meta_train(cfg, family, np.random.default_rng([cfg.seed, 1]), resume,
                                        after_round=each_round(cfg, family, ckpt, log))
         except KeyboardInterrupt:
-            args = list(argv if argv is not None else sys.argv[1:])
-            if "--load" in args:                                   # drop an earlier --load FILE
-                del args[args.index("--load"):args.index("--load") + 2]
-            print(f"\ninterrupted: the last complete round is saved in {ckpt}\n"
-                  f"resume with: python mlsh.py {' '.join(args + ['--load', ckpt])}")
-            raise SystemExit(130)
+            stopped(argv, ckpt, f"the last complete round is saved in {ckpt}")
         except FloatingPointError as e:
             kept = (f"the last good checkpoint is intact in {ckpt}" if os.path.exists(ckpt)
                     else "no round completed")
@@ -1637,8 +1704,15 @@ def main(argv=None):
     log(("" if opts.eval_only else f"meta-training took {t_meta:.0f}s; ") +
         f"fine-tuning a fresh learner on each held-out task, {cfg.eval_seeds} seed(s) each, "
         f"{cfg.eval_iters} iterations:")
+    kept = os.path.join(out, KEPT)
+    tune = kept_tuning(kept, cfg, subs)
+    if tune.kept:
+        log(f"  (carrying on: {tune.kept} evaluation(s) kept in {kept} are not run again)")
     try:
-        results, masters = evaluate_all(cfg, family, subs, log)
+        results, masters = evaluate_all(cfg, family, subs, log, tune)
+    except KeyboardInterrupt:
+        stopped(argv, None if opts.eval_only else ckpt,
+                f"the evaluations that finished are kept in {kept}")
     except FloatingPointError as e:
         print(f"mlsh: evaluation stopped: {e}; the sub-policies are intact in {opts.load or ckpt}. "
               f"Try a smaller learning rate", file=sys.stderr)
@@ -1657,6 +1731,8 @@ def main(argv=None):
                {"config": dataclasses.asdict(cfg), "methods": results, "skills_alone": skills,
                 "reach": reached, "meta_training": history,
                 "seconds": {"meta_training": t_meta, "evaluation": t_eval}})
+    if os.path.exists(kept):
+        os.remove(kept)                                      # results.json holds them now
     ep = (play_episode(family, masters, 0, seed=cfg.seed, split=cfg.eval_split)
           if masters is not None else None)
     if not opts.no_plots:

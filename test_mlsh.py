@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -983,6 +982,46 @@ def test_eval_only_reproduces_the_evaluation(tmp_path):
     assert a == b
 
 
+def test_an_interrupted_evaluation_carries_on_where_it_stopped(tmp_path, monkeypatch, capsys):
+    argv = QUICK_BANDITS + ["--methods", "mlsh", "random_subs", "flat", "--flat-lrs", "0.01", "0.03",
+                            "--render"]
+    mlsh.main(argv + ["--out", str(tmp_path / "full")])
+    full = capsys.readouterr().out
+    real, calls, stop_at = mlsh.fine_tune, [], [3]
+
+    def counted(*args):
+        calls.append(1)
+        if len(calls) == stop_at[0]:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(mlsh, "fine_tune", counted)
+    part = tmp_path / "part"
+    again = argv + ["--eval-only", "--load", str(tmp_path / "full" / "checkpoint.npz"), "--out", str(part)]
+    with pytest.raises(SystemExit) as e:
+        mlsh.main(again)
+    out = capsys.readouterr().out
+    assert e.value.code == 130 and f"the evaluations that finished are kept in {part}" in out
+    assert f"resume with: python mlsh.py {' '.join(again)}" in out
+    assert sorted(os.listdir(part)) == [mlsh.KEPT] and len(mlsh.read_kept(part / mlsh.KEPT)[1]) == 2
+    # a run of other settings does not replace what was kept
+    kept = (part / mlsh.KEPT).read_bytes()
+    with pytest.raises(SystemExit) as e:
+        mlsh.main(again + ["--seed", "1"])
+    assert e.value.code == 2 and "seed is 0 there, 1 here" in capsys.readouterr().err
+    assert (part / mlsh.KEPT).read_bytes() == kept
+    # the same command carries on: only the two evaluations not kept run, and the numbers (and
+    # the episode of learner 0's master, from the kept MLSH evaluation) are the uninterrupted run's
+    calls.clear()
+    stop_at[0] = 0
+    mlsh.main(again)
+    assert len(calls) == 2 and not (part / mlsh.KEPT).exists()
+    resumed = capsys.readouterr().out
+    assert "sub-policy acting" in full and resumed[:resumed.index("AUC =")] == full[:full.index("AUC =")]
+    a, b = (json.loads((tmp_path / f / "results.json").read_text())["methods"] for f in ("full", "part"))
+    assert a == b
+
+
 def _kept(folder):
     """A run's results and checkpoint, byte for byte."""
     return {f: (folder / f).read_bytes() for f in ("results.json", "checkpoint.npz")}
@@ -1206,7 +1245,7 @@ def test_meta_round_samples_tasks_and_resets_the_master(monkeypatch):
         assert agent.critic is not None, "meta_round: φ is trained, so the agent needs its per-task critics"
         assert agent.master.opt.lr == cfg.master_lr, \
             f"meta_round: θ learns at cfg.master_lr = {cfg.master_lr}; its Adam step is {agent.master.opt.lr}"
-        assert all(e[2] == cfg.steps for e in runs), f"meta_round: every iteration runs S = cfg.steps steps"
+        assert all(e[2] == cfg.steps for e in runs), "meta_round: every iteration runs S = cfg.steps steps"
     assert agents[0] is not agents[1], "meta_round: θ is reset every round: a new agent, not the last round's"
     assert drawn[0] != drawn[1], "meta_round: every round draws new tasks"
 
