@@ -436,9 +436,7 @@ def plot_curves(path, rows, title):
         ax.fill_between(x, mean - half, mean + half, color=f"C{METHODS.index(m)}", alpha=0.2, lw=0)
     ax.set(xlabel="fine-tuning iteration", ylabel="normalised return on held-out tasks", ylim=(0, 1.02))
     ax.legend(fontsize=8, loc="upper left")
-    ax.set_title(title, fontsize=9)
-    ax.text(0.0, -0.16, f"mean over {len(ok)} meta-training seeds, 95% band over seeds",
-            transform=ax.transAxes, fontsize=8)
+    ax.set_title(f"{title}\nmean over {len(ok)} meta-training seeds, 95% band over seeds", fontsize=9)
     mlsh.save_png(plt, fig, path)
 
 
