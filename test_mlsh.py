@@ -1512,7 +1512,9 @@ def test_ctrl_c_keeps_finished_seeds_and_says_how_to_carry_on(tmp_path, how):
     background = how != "ctrl-c"
     p = subprocess.Popen([sys.executable, "sweep.py", *argv], cwd=Path(__file__).resolve().parent,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if background else None)
+                         # Ctrl-C reaches a job in the foreground, whatever pytest itself inherited
+                         # (pytest run from a script in the background ignores it, and so would the sweep)
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN if background else signal.SIG_DFL))
     while not (tmp_path / "seed-0" / "results.json").exists() and p.poll() is None:
         time.sleep(0.05)
     while not (tmp_path / "seed-1" / "checkpoint.npz").exists() and p.poll() is None:
