@@ -346,7 +346,7 @@ class GoalMaze(GridEnv):
         self.reward = reward
         if reward == "every_step":
             self.best_return = best_returns(maze, max_steps, slip)        # (start, goal)
-            self.ret, self.hit = np.zeros(self.n), np.zeros(self.n, dtype=bool)
+            self.ret, self.hit, self._best_ret = np.zeros(self.n), np.zeros(self.n, dtype=bool), np.zeros(self.n)
 
     def _new_episodes(self, idx):
         goals = self.tasks[idx]
@@ -359,7 +359,7 @@ class GoalMaze(GridEnv):
         self.best[idx] = self.maze.dist[s, goals]
         if self.reward == "every_step":
             self.ret[idx], self.hit[idx] = 0.0, False
-            self._best_ret = self.best_return[self.pos, self.tasks]
+            self._best_ret[idx] = self.best_return[s, goals]      # the best return from this start
 
     def _outcome(self):
         paid = self.pos == self.tasks
@@ -548,6 +548,7 @@ class TaskFamily:
     """
 
     SPLITS = ("test", "validation")
+    one_hot = False          # observations are one-hot cells (networks then look their row up)
 
     def sample(self, rng, n):
         """n training tasks, drawn uniformly with replacement."""
@@ -569,6 +570,8 @@ class GoalTasks(TaskFamily):
     Training goals: every other free cell but 'S'. start="S" starts every
     episode at 'S'; start=None anywhere.
     """
+
+    one_hot = True           # a maze observes the agent's cell, one-hot
 
     def __init__(self, start="S", slip=0.0, max_steps=50, n_test=16, min_dist=10, split_seed=1234, rows=FOUR_ROOMS,
                  reward="reach"):

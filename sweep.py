@@ -29,16 +29,16 @@ import sys
 import time
 
 import numpy as np
-from scipy.stats import bootstrap
 
-import mlsh
+import plots
+import run
+import store
+from measures import interval
+from settings import METHODS, PRESETS, Settings, differences, make_family, run_settings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MLSH = os.path.join(HERE, "mlsh.py")
-METHODS = ["mlsh", "mlsh_paper", "flat", "shared", "random_subs"]   # the order of the tables' columns
-LABELS = {**dict(mlsh.METHODS), "random_subs": "random subs", "mlsh_paper": "MLSH (paper's master)"}
-COLUMNS = {"mlsh": "MLSH", "mlsh_paper": "MLSH, the paper's master", "flat": "flat PPO (lr)", "shared": "shared",
-           "random_subs": "random subs"}
+COLUMNS = {**METHODS, "flat": "flat PPO (lr)"}    # the table's columns, in the order of settings.METHODS
 NOT_HERE = {"--seed": "give the seeds with --seeds", "--load": "a sweep trains every seed itself",
             "--eval-only": "a sweep trains every seed itself", "--bench": "run python mlsh.py --bench by itself",
             "--replace": "a sweep never writes over a run: choose another --out, or move the folder away"}
@@ -71,18 +71,18 @@ def parse_seeds(text):
 
 def settings(config):
     """A run's config without what differs between the seeds of one sweep (seed, output folder), in
-    today's form (mlsh.run_settings)."""
-    return {k: v for k, v in mlsh.run_settings(config).items() if k != "seed"}
+    today's form (run_settings)."""
+    return {k: v for k, v in run_settings(config).items() if k != "seed"}
 
 
 def flags_of(config):
     """The mlsh.py flags that give `config` (what differs from its env's defaults), seed and folder left out."""
     config = settings(config)
-    preset = config["preset"] if mlsh.PRESETS.get(config["preset"], {}).get("env") == config["env"] else config["env"]
-    flags = [] if preset == mlsh.Config.preset else ["--env", preset] if preset == config["env"] else ["--preset", preset]
-    if config["env"] == "rooms" and config["rooms"] != mlsh.PRESETS[preset]["rooms"]:
+    preset = config["preset"] if PRESETS.get(config["preset"], {}).get("env") == config["env"] else config["env"]
+    flags = [] if preset == Settings.preset else ["--env", preset] if preset == config["env"] else ["--preset", preset]
+    if config["env"] == "rooms" and config["rooms"] != PRESETS[preset]["rooms"]:
         flags += ["--rooms", str(config["rooms"])]               # before the rest: T and S follow it
-    default = settings(dataclasses.asdict(mlsh.parse_args(flags)[0]))
+    default = settings(dataclasses.asdict(run.parse_args(flags)[0]))
     for k, v in config.items():
         if k in ("env", "preset", "rooms") or v == default.get(k):
             continue
@@ -100,8 +100,8 @@ def check_flags(flags):
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            cfg, _ = mlsh.parse_args(flags + ["--seed", "0"])
-        mlsh.make_family(cfg)                                  # a bad maze file is refused here too
+            cfg, _ = run.parse_args(flags + ["--seed", "0"])
+        make_family(cfg)                                  # a bad maze file is refused here too
     except SystemExit:
         raise BadInput(err.getvalue().strip().removeprefix("mlsh: ")) from None
     except ValueError as e:
@@ -112,7 +112,7 @@ def check_flags(flags):
 def default_folder(cfg, grid):
     """runs/sweep-<what> (runs/grid-<what> for a grid) beside sweep.py, <what> named as mlsh.py names
     its run's folder: the preset, or maze-<file name>."""
-    what = os.path.basename(mlsh.default_out(cfg, quick=False))
+    what = os.path.basename(store.default_out(cfg, quick=False))
     return os.path.join(HERE, "runs", f"{'grid' if grid else 'sweep'}-{what}")
 
 
@@ -151,7 +151,7 @@ def read_results(folder):
 def plan(seeds, cfg, out):
     """Which seeds are done, which resume from a checkpoint, which start afresh; refuse folders of other settings."""
     want = settings(dataclasses.asdict(cfg))
-    family = mlsh.make_family(cfg)
+    family = make_family(cfg)
     done, todo = {}, []
     for s in seeds:
         folder = os.path.join(out, f"seed-{s}")
@@ -159,12 +159,12 @@ def plan(seeds, cfg, out):
         if os.path.isfile(os.path.join(folder, "results.json")):
             res = read_results(folder)
             if settings(res["config"]) != want or res["config"]["seed"] != s:
-                raise BadInput(f"{folder} holds a run of other settings ({mlsh.differences(settings(res['config']), want)}):"
+                raise BadInput(f"{folder} holds a run of other settings ({differences(settings(res['config']), want)}):"
                                f" choose another --out, or move that folder away")
             done[s] = res
         elif os.path.isfile(ckpt):
             try:
-                saved = mlsh.load_checkpoint(ckpt, dataclasses.replace(cfg, seed=s), family, resume=True)
+                saved = store.load_checkpoint(ckpt, dataclasses.replace(cfg, seed=s), family, resume=True)
                 if len(saved["history"]) > cfg.rounds:
                     raise ValueError(f"checkpoint {ckpt} has {len(saved['history'])} rounds, more than --rounds "
                                      f"{cfg.rounds}")
@@ -231,7 +231,7 @@ def run_seeds(seeds, cells, jobs, log=print):
                 res = runs[c][s] = read_results(folder) if ok else {"error": failure(folder, proc.returncode)}
                 elapsed = time.time() - t0
                 eta = elapsed / finished * (len(todo) + len(running))
-                what = ("  ".join(f"{LABELS[m]} {res['methods'][m]['auc']:.3f}" for m in ("mlsh", "flat")
+                what = ("  ".join(f"{METHODS[m]} {res['methods'][m]['auc']:.3f}" for m in ("mlsh", "flat")
                                   if m in res["methods"]) if ok else f"failed ({res['error']})")
                 log(f"{cells[c][0] + ' ' if cells[c][0] else ''}seed {s}: {what}  ({sum(map(len, runs))}/{total} "
                     f"seeds done, elapsed {elapsed:.0f}s, eta {eta:.0f}s)")
@@ -273,15 +273,6 @@ def row(seed, res):
             "meta_success": [history[0].get("joint_success"), history[-1].get("joint_success")]}
 
 
-def interval(x, rng):
-    """Mean of x and its 95% bootstrap interval (the point itself when x cannot be resampled)."""
-    x = np.asarray(x, dtype=float)
-    if len(x) < 2 or np.ptp(x) == 0:
-        return float(x.mean()), [float(x.mean())] * 2
-    res = bootstrap((x,), np.mean, confidence_level=0.95, n_resamples=10000, method="percentile", rng=rng)
-    return float(x.mean()), [float(res.confidence_interval.low), float(res.confidence_interval.high)]
-
-
 def summary(rows):
     """Over the seeds that finished: how often MLSH's interval lies above flat's and every baseline's,
     the mean over seeds of MLSH's AUC minus flat's with a 95% bootstrap interval over seeds, the ratio of
@@ -320,7 +311,7 @@ def summary_line(s):
         return f"no seed finished ({s['failed']} failed)"
     failed = f"; {s['failed']} seed(s) failed" if s["failed"] else ""
     if s["above_flat"] is None:
-        return (f"{s['n']} seeds: mean AUC " + ", ".join(f"{LABELS[m]} {a:.3f}" for m, a in s["mean_auc"].items())
+        return (f"{s['n']} seeds: mean AUC " + ", ".join(f"{METHODS[m]} {a:.3f}" for m, a in s["mean_auc"].items())
                 + f" (flat PPO not evaluated: --methods){failed}")
     return (f"{s['n']} seeds: MLSH's interval above flat PPO's on {s['above_flat']} of {s['n']}, above every "
             f"baseline's on {s['above_all']}; MLSH AUC minus flat's {s['mean_diff']:+.3f} "
@@ -378,82 +369,17 @@ def table(rows, s):
     return "\n".join(lines) + "\n\n" + summary_line(s) + "\n" + ratio_line(s)
 
 
-def plot(path, rows, title):
-    """Every method's AUC per seed: a dot per seed, a grey line joining one seed's methods, the mean as a bar."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ok = [r for r in rows if "error" not in r]
-    shown = [m for m in METHODS if m in ok[0]["methods"]]
-    x = np.arange(len(shown))
-    fig, ax = plt.subplots(figsize=(6.4 + 1.2 * (len(shown) > 4), 4))
-    for r in ok:
-        ax.plot(x, [r["methods"][m]["auc"] for m in shown], color="grey", lw=0.8, alpha=0.6, zorder=1)
-    # each seed's number left of its first dot, moved apart where dots are close, with a leader line
-    first = sorted((r["methods"][shown[0]]["auc"], r["seed"]) for r in ok)
-    at = spread([y for y, _ in first], gap=0.035)
-    for (y, seed), y_text in zip(first, at):
-        ax.text(x[0] - 0.3, y_text, str(seed), fontsize=7, color="grey", va="center", ha="right")
-        ax.plot([x[0] - 0.28, x[0] - 0.06], [y_text, y], color="grey", lw=0.5)
-    for i, m in enumerate(shown):
-        y = [r["methods"][m]["auc"] for r in ok]
-        ax.scatter(np.full(len(y), i), y, s=25, color=f"C{METHODS.index(m)}", zorder=2)
-        if y:
-            ax.hlines(np.mean(y), i - 0.25, i + 0.25, color="black", lw=2.5, zorder=3)
-            ax.text(i + 0.27, np.mean(y), f"{np.mean(y):.2f}", va="center", fontsize=8)
-    ax.set(xticks=x, xticklabels=[LABELS[m].replace(" (", "\n(") for m in shown], ylabel="AUC on held-out tasks",
-           ylim=(-0.03, 1.03), xlim=(-0.8, len(shown) - 0.3))
-    ax.set_title(title, fontsize=9)
-    ax.text(0.0, -0.22, f"{len(ok)} meta-training seeds (dots; a line joins one seed's methods; bar: mean)",
-            transform=ax.transAxes, fontsize=8)
-    mlsh.save_png(plt, fig, path)
-
-
-def spread(ys, gap):
-    """Label heights for sorted values ys: each at its value, pushed up to `gap` above the one below,
-    then the whole column moved down by half of what it grew, to stay centred on the values."""
-    out = []
-    for y in ys:
-        out.append(max(y, out[-1] + gap) if out else y)
-    shift = (out[-1] - ys[-1]) / 2 if ys else 0.0
-    return [y - shift for y in out]
-
-
-def plot_curves(path, rows, title):
-    """Every method's fine-tuning curve, the mean over seeds with a 95% band (1.96 standard errors)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ok = [r for r in rows if "error" not in r]
-    fig, ax = plt.subplots(figsize=(6.4, 4))
-    for m in [m for m in METHODS if m in ok[0]["methods"]]:
-        y = np.array([r["methods"][m]["curve"] for r in ok])
-        mean, half = y.mean(axis=0), 1.96 * y.std(axis=0, ddof=1) / np.sqrt(len(y)) if len(y) > 1 else 0.0
-        x = np.arange(1, y.shape[1] + 1)
-        ax.plot(x, mean, color=f"C{METHODS.index(m)}", label=LABELS[m])
-        ax.fill_between(x, mean - half, mean + half, color=f"C{METHODS.index(m)}", alpha=0.2, lw=0)
-    ax.set(xlabel="fine-tuning iteration", ylabel="normalised return on held-out tasks", ylim=(0, 1.02))
-    ax.legend(fontsize=8, loc="upper left")
-    ax.set_title(f"{title}\nmean over {len(ok)} meta-training seeds, 95% band over seeds", fontsize=9)
-    mlsh.save_png(plt, fig, path)
-
-
 def write_summary(out, runs, flags, config, log=print):
     """sweep.json, sweep.md, sweep.png and curves.png in `out` from {seed: results}; prints the table."""
     rows = [row(s, runs[s]) for s in sorted(runs)]
     s = summary(rows)
     command = shlex.join(["python", "mlsh.py", *flags])
-    mlsh.write_json(os.path.join(out, "sweep.json"), {"flags": flags, "config": config, "runs": rows, "summary": s})
+    store.write_json(os.path.join(out, "sweep.json"), {"flags": flags, "config": config, "runs": rows, "summary": s})
     text = f"`{command} --seed S`, seeds {', '.join(str(r['seed']) for r in rows)}\n\n{table(rows, s)}"
-    tmp = os.path.join(out, "sweep.md.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, os.path.join(out, "sweep.md"))
+    store.write_text(os.path.join(out, "sweep.md"), text)
     if s["n"]:
-        plot(os.path.join(out, "sweep.png"), rows, command)
-        plot_curves(os.path.join(out, "curves.png"), rows, command)
+        plots.plot_seeds(os.path.join(out, "sweep.png"), rows, command)
+        plots.plot_sweep_curves(os.path.join(out, "curves.png"), rows, command)
     log("\n" + text)
     log(f"sweep.json, sweep.md, sweep.png and curves.png in {out}")
     return s
@@ -471,7 +397,7 @@ def gather(folders):
             first = (folder, settings(res["config"]))
         elif settings(res["config"]) != first[1]:
             raise BadInput(f"{folder} and {first[0]} are runs of different settings "
-                           f"({mlsh.differences(settings(res['config']), first[1])}): summarise one setting at a time")
+                           f"({differences(settings(res['config']), first[1])}): summarise one setting at a time")
         if seed in runs:
             raise BadInput(f"{folder} is seed {seed} again: give each seed's folder once")
         runs[seed] = res
@@ -491,12 +417,12 @@ def write_grid(out, grid, cells, runs, flags, log=print):
                for m in METHODS}
         table.append({"values": dict(v.split("=") for v in label.split()), "folder": folder, **auc,
                       "summary": summary(rows)})
-    mlsh.write_json(os.path.join(out, "grid.json"), {"flags": flags, "grid": grid, "cells": table})
+    store.write_json(os.path.join(out, "grid.json"), {"flags": flags, "grid": grid, "cells": table})
     names = [name for name, _ in grid]
     shown = [m for m in METHODS if any(c[m] is not None for c in table)]
     show = lambda a: "-" if a is None else f"{a[0]:.3f} [{a[1][0]:.3f}, {a[1][1]:.3f}]"
     lines = [f"`python mlsh.py {shlex.join(flags)} --seed S` over " + ", ".join(f"--{n} {' / '.join(v)}" for n, v in grid),
-             "", "| " + " | ".join(names + [LABELS[m] for m in shown]) + " | MLSH minus flat | MLSH / flat "
+             "", "| " + " | ".join(names + [METHODS[m] for m in shown]) + " | MLSH minus flat | MLSH / flat "
              "| MLSH above flat | at least twice flat |", "|" + " --- |" * (len(names) + len(shown) + 4)]
     for c in table:
         s = c["summary"]
@@ -509,42 +435,11 @@ def write_grid(out, grid, cells, runs, flags, log=print):
     text = ("\n".join(lines) + "\n\nAUC: mean over meta-training seeds, 95% bootstrap interval over seeds. "
             "MLSH / flat: the ratio of the mean AUCs. At least twice flat: seeds on which MLSH's AUC was at least "
             "twice flat PPO's and its interval lay above flat's.\n")
-    tmp = os.path.join(out, "grid.md.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, os.path.join(out, "grid.md"))
+    store.write_text(os.path.join(out, "grid.md"), text)
     if len(grid) <= 2:
-        plot_grid(os.path.join(out, "grid.png"), grid, table, " ".join(["python mlsh.py", *flags]))
+        plots.plot_grid(os.path.join(out, "grid.png"), grid, table, " ".join(["python mlsh.py", *flags]))
     log("\n" + text)
     log(f"grid.json, grid.md{', grid.png' if len(grid) <= 2 else ''} in {out}; each cell's sweep in its folder")
-
-
-def plot_grid(path, grid, table, title):
-    """Every method's AUC over the grid: one panel per value of the first name (if two), the other
-    along the x axis; mean over seeds with its 95% interval."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    (outer, outer_values), (inner, inner_values) = ((None, [None]), grid[0]) if len(grid) == 1 else grid
-    fig, axes = plt.subplots(1, len(outer_values), figsize=(4.2 * len(outer_values), 3.8), squeeze=False, sharey=True)
-    for ax, ov in zip(axes[0], outer_values):
-        cells = [c for c in table if outer is None or c["values"][outer] == ov]
-        x = np.arange(len(cells))
-        for i, m in enumerate(METHODS):
-            have = [(j, c[m]) for j, c in zip(x, cells) if c[m] is not None]
-            if have:
-                j, a = zip(*have)
-                mean = np.array([v[0] for v in a])
-                err = np.abs(np.array([v[1] for v in a]).T - mean)
-                ax.errorbar(np.array(j) + (i - 1.5) * 0.06, mean, yerr=err, fmt="o-", color=f"C{i}", capsize=3,
-                            label=LABELS[m])
-        ax.set(xticks=x, xticklabels=[c["values"][inner] for c in cells], xlabel=f"--{inner}", ylim=(0, 1.02),
-               title=f"--{outer} {ov}" if outer else "")
-    axes[0][0].set_ylabel("AUC on held-out tasks (mean over seeds, 95% interval)")
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    mlsh.save_png(plt, fig, path)
 
 
 # ---------------------------------------------------------------------------
@@ -587,7 +482,7 @@ def main(argv=None):
             folders = [os.path.abspath(d) for d in args.summarise]
             runs, config = gather(folders)
             out = os.path.abspath(args.out or os.path.commonpath([os.path.dirname(d) for d in folders]))
-            mlsh.check_writable(out)
+            store.check_writable(out)
             write_summary(out, runs, flags_of(config), config)
             return
         seeds = parse_seeds(args.seeds)
@@ -597,7 +492,7 @@ def main(argv=None):
         cells = [(label, f, cfg, os.path.join(out, label.replace("=", "-").replace(" ", "_")))
                  for label, f, cfg in cells]
         for *_, folder in cells:
-            mlsh.check_writable(folder)
+            store.check_writable(folder)
         jobs = args.jobs or len(os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else os.cpu_count())
         runs = run_seeds(seeds, cells, jobs)
         for (label, f, cfg, folder), r in zip(cells, runs):

@@ -1,0 +1,227 @@
+"""Tests of sweep.py: many meta-training seeds, one table.
+
+Run: python -m pytest -q
+"""
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+import pytest
+
+import run
+
+import sweep
+
+# ---------------------------------------------------------------------------
+# sweep.py: many meta-training seeds, one table
+# ---------------------------------------------------------------------------
+
+QUICK_SWEEP = ["--quick", "--no-plots"]
+
+
+def _sweep(*argv):
+    """sweep.py as a user runs it: (exit code, stdout, stderr)."""
+    r = subprocess.run([sys.executable, "sweep.py", *argv], cwd=Path(__file__).resolve().parent,
+                       capture_output=True, text=True, timeout=600)
+    return r.returncode, r.stdout, r.stderr
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """Seeds 0 and 1 of the quick budget, two at a time, and the same two runs of mlsh.py by hand."""
+    root = tmp_path_factory.mktemp("sweep")
+    code, out, err = _sweep("--seeds", "0-1", "--jobs", "2", *QUICK_SWEEP, "--out", str(root / "jobs2"))
+    assert code == 0, out + err
+    for s in (0, 1):
+        run.main(QUICK_SWEEP + ["--quiet", "--seed", str(s), "--out", str(root / f"hand-{s}")])
+    return root
+
+
+def _numbers(res):
+    return {m: {k: r[k] for k in ("auc", "auc_ci", "success_auc", "curve", "iters_to_80")}
+            for m, r in res["methods"].items()}, res["skills_alone"]
+
+
+def test_sweep_gives_the_numbers_of_mlsh_run_by_hand(swept):
+    for s in (0, 1):
+        by_sweep = json.loads((swept / "jobs2" / f"seed-{s}" / "results.json").read_text())
+        by_hand = json.loads((swept / f"hand-{s}" / "results.json").read_text())
+        assert by_sweep["config"]["seed"] == s
+        assert _numbers(by_sweep) == _numbers(by_hand)
+    summary = json.loads((swept / "jobs2" / "sweep.json").read_text())
+    assert [r["seed"] for r in summary["runs"]] == [0, 1] and summary["summary"]["n"] == 2
+    assert summary["flags"] == QUICK_SWEEP and summary["config"]["rounds"] == run.QUICK["rounds"]
+    assert "| seed | MLSH |" in (swept / "jobs2" / "sweep.md").read_text()
+    assert (swept / "jobs2" / "sweep.png").stat().st_size > 1000
+
+
+def test_sweep_jobs_1_and_jobs_2_agree(swept, tmp_path):
+    code, out, err = _sweep("--seeds", "0,1", "--jobs", "1", *QUICK_SWEEP, "--out", str(tmp_path))
+    assert code == 0, out + err
+    one, two = (json.loads((d / "sweep.json").read_text()) for d in (tmp_path, swept / "jobs2"))
+    assert one["runs"] == two["runs"] and one["summary"] == two["summary"]
+
+
+def test_a_second_sweep_skips_finished_seeds(swept):
+    results = [swept / "jobs2" / f"seed-{s}" / "results.json" for s in (0, 1)]
+    before = [p.stat().st_mtime_ns for p in results]
+    code, out, err = _sweep("--seeds", "0-1", *QUICK_SWEEP, "--out", str(swept / "jobs2"))
+    assert code == 0, out + err
+    assert "seed 0: already done" in out and "seed 1: already done" in out and "0 of 2 seeds to run" in out
+    assert [p.stat().st_mtime_ns for p in results] == before
+
+
+def test_summarise_of_run_folders_gives_the_sweeps_summary(swept, tmp_path):
+    code, out, err = _sweep("--summarise", str(swept / "hand-0"), str(swept / "hand-1"), "--out", str(tmp_path))
+    assert code == 0, out + err
+    made, swept_json = (json.loads((d / "sweep.json").read_text()) for d in (tmp_path, swept / "jobs2"))
+    assert made["summary"] == swept_json["summary"] and made["runs"] == swept_json["runs"]
+    assert made["config"] == swept_json["config"]
+    assert sweep.settings(dataclasses.asdict(run.parse_args(made["flags"])[0])) == made["config"]
+
+
+def test_summary_counts_intervals_and_bootstraps_the_difference_over_seeds():
+
+    def run(seed, mlsh_ci, flat_ci, other_ci):
+        m = lambda ci: {"auc": sum(ci) / 2, "auc_ci": ci, "success_auc": 0.5, "iters_to_80": None}
+        return {"seed": seed, "methods": {"mlsh": m(mlsh_ci), "flat": {**m(flat_ci), "lr": 0.01},
+                                          "shared": m(other_ci), "random_subs": m([0.0, 0.1])}, "best_alone": 1.0}
+    rows = [run(0, [0.6, 0.8], [0.3, 0.5], [0.1, 0.2]),    # above flat and above all
+            run(1, [0.6, 0.8], [0.3, 0.5], [0.5, 0.7]),    # above flat, not above shared
+            run(2, [0.4, 0.6], [0.3, 0.5], [0.1, 0.2]),    # overlaps flat
+            {"seed": 3, "error": "exit code 2: mlsh: meta-training stopped"}]
+    s = sweep.summary(rows)
+    assert (s["n"], s["failed"], s["above_flat"], s["above_all"]) == (3, 1, 2, 1)
+    assert s["mean_diff"] == pytest.approx((0.3 + 0.3 + 0.1) / 3)
+    assert s["mean_diff_ci"][0] <= s["mean_diff"] <= s["mean_diff_ci"][1] and s["mean_diff_ci"][1] <= 0.3 + 1e-12
+    text = sweep.table(rows, s)
+    assert "| 0 | **0.700 [0.600, 0.800]** |" in text and "| 2 | 0.500 [0.400, 0.600] |" in text
+    assert "| 3 | failed: exit code 2" in text and "1 seed(s) failed" in text
+    assert s["ratio"] == pytest.approx((0.7 + 0.7 + 0.5) / 3 / 0.4) and s["twice_flat"] == 0
+    twice = sweep.summary([run(0, [0.8, 0.9], [0.3, 0.5], [0.1, 0.2]), run(1, [0.6, 0.9], [0.3, 0.5], [0.1, 0.2])])
+    assert twice["twice_flat"] == 1                        # 0.85 >= 2 x 0.4; 0.75 is not
+    assert "at least twice flat PPO with the intervals apart on 1 of 2 seeds" in sweep.table(rows[:1], twice)
+
+
+@pytest.mark.parametrize("argv, flags", [
+    ([], []),
+    (["--env", "rooms", "--rooms", "4", "--random-start"], ["--env", "rooms", "--rooms", "4", "--random-start"]),
+    (["--preset", "rooms", "--rooms", "2", "--max-steps", "60"], ["--env", "rooms", "--rooms", "2", "--max-steps", "60"]),
+    (["--env", "bandits", "--macro", "1"], ["--env", "bandits", "--macro", "1"]),
+    (["--preset", "paper", "--sub-ent", "0.1"], ["--preset", "paper", "--sub-ent", "0.1"]),
+    (["--eval-seeds", "3"], ["--eval-seeds", "3"]),                 # the evaluation seeds pass through
+])
+def test_the_flags_a_sweep_prints_give_its_settings_back(argv, flags):
+    config = dataclasses.asdict(run.parse_args(argv)[0])
+    assert sweep.flags_of(config) == flags           # only what differs from the preset (T and S follow --rooms)
+    assert sweep.settings(dataclasses.asdict(run.parse_args(flags)[0])) == sweep.settings(config)
+
+
+def test_a_sweep_has_a_folder_of_its_own_per_kind_of_run():
+    for argv, grid, folder in [([], False, "sweep-fourrooms"), (["--maze", "mazes/example.txt"], False,
+                               "sweep-maze-example"), (["--env", "bandits"], True, "grid-bandits")]:
+        assert sweep.default_folder(run.parse_args(argv)[0], grid).endswith(os.path.join("runs", folder))
+
+
+def test_seed_lists():
+    assert sweep.parse_seeds("0-9") == list(range(10))
+    assert sweep.parse_seeds("0,3,7") == [0, 3, 7]
+    assert sweep.parse_seeds("7, 0-2,1") == [0, 1, 2, 7]
+
+
+def test_a_failed_seed_is_a_row_and_the_others_go_on(tmp_path):
+    code, out, err = _sweep("--seeds", "0-1", *QUICK_SWEEP, "--value-lr", "1e30", "--out", str(tmp_path))
+    assert code == 1, out + err
+    rows = json.loads((tmp_path / "sweep.json").read_text())["runs"]
+    assert [r["seed"] for r in rows] == [0, 1]
+    assert all("NaN or infinite" in r["error"] for r in rows)
+    assert "| 0 | failed: exit code 2: mlsh: meta-training stopped" in out
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "kill in the background"])
+def test_ctrl_c_keeps_finished_seeds_and_says_how_to_carry_on(tmp_path, how):
+    argv = ["--seeds", "0-1", "--jobs", "1", *QUICK_SWEEP, "--env", "bandits", "--rounds", "30", "--out", str(tmp_path)]
+    # a shell starts a background job with Ctrl-C ignored; kill (SIGTERM) must still stop it, workers included
+    background = how != "ctrl-c"
+    p = subprocess.Popen([sys.executable, "sweep.py", *argv], cwd=Path(__file__).resolve().parent,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         # Ctrl-C reaches a job in the foreground, whatever pytest itself inherited
+                         # (pytest run from a script in the background ignores it, and so would the sweep)
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN if background else signal.SIG_DFL))
+    while not (tmp_path / "seed-0" / "results.json").exists() and p.poll() is None:
+        time.sleep(0.05)
+    while not (tmp_path / "seed-1" / "checkpoint.npz").exists() and p.poll() is None:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM if background else signal.SIGINT)   # seed 1 is in round 2 of 30: seconds to go
+    out = p.communicate(timeout=120)[0]
+    assert p.returncode == 130, out
+    assert "interrupted: 1 of 2 seeds are finished" in out and "carry on with: python sweep.py --seeds 0-1" in out
+    assert not (tmp_path / "seed-1" / "results.json").exists()
+    assert "interrupted: the last complete round is saved" in (tmp_path / "seed-1" / "log.txt").read_text()
+    code, out, err = _sweep(*argv)
+    assert code == 0, out + err
+    assert "seed 0: already done" in out and "1 of 2 seeds to run" in out
+
+
+def test_a_grid_runs_a_sweep_per_combination(swept, tmp_path):
+    code, out, err = _sweep("--seeds", "0", *QUICK_SWEEP, "--grid", "macro=3,5", "--out", str(tmp_path))
+    assert code == 0, out + err
+    grid = json.loads((tmp_path / "grid.json").read_text())
+    assert [c["values"] for c in grid["cells"]] == [{"macro": "3"}, {"macro": "5"}]
+    five = json.loads((tmp_path / "macro-5" / "seed-0" / "results.json").read_text())
+    assert _numbers(five) == _numbers(json.loads((swept / "hand-0" / "results.json").read_text()))  # --macro 5 is the default
+    assert json.loads((tmp_path / "macro-3" / "seed-0" / "results.json").read_text())["config"]["macro"] == 3
+    assert "| macro | MLSH | MLSH, the paper's master | flat PPO |" in (tmp_path / "grid.md").read_text() and (tmp_path / "grid.png").exists()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--seeds", "0-x"], "'0-x' is not a seed or a range"),
+    (["--seeds", "3,,4"], "'' is not a seed or a range"),
+    (["--seeds", ""], "'' is not a seed or a range"),
+    (["--seeds", "5-3"], "the range 5-3 is reversed (empty); write it low-high, as 3-5"),
+    (["--seeds", "0-1", "--jobs", "0"], "--jobs is 0; it must be at least 1"),
+    (["--seeds", "0-1", "--macro", "0"], "--macro is 0; it must be at least 1"),
+    (["--seeds", "0-1", "--env", "mujoco"], "--env 'mujoco' is not a task family"),
+    (["--seeds", "0-1", "--maze", "no-such-maze.txt"], "maze file no-such-maze.txt: No such file"),
+    (["--seeds", "0-1", "--seed", "3"], "--seed is not for a sweep: give the seeds with --seeds"),
+    (["--seeds", "0-1", "--eval-only"], "--eval-only is not for a sweep"),
+    ([], "give --seeds to run a sweep, or --summarise DIR"),
+    (["--summarise", "nowhere"], "nowhere holds no results.json"),
+    (["--seeds", "0", "--grid", "macro"], "--grid 'macro': write NAME=V1,V2"),
+    (["--seeds", "0", "--grid", "macro=1,,5"], "--grid 'macro=1,,5'"),
+    (["--seeds", "0", "--macro", "5", "--grid", "macro=1,5"], "--macro is given both as a flag and in --grid"),
+    (["--seeds", "0", "--grid", "macro=1,0"], "--macro is 0; it must be at least 1"),
+    (["--seeds", "0", "--eval-seeds", "0"], "--eval-seeds is 0; it must be at least 1"),
+    (["--seeds", "0", "--replace"], "--replace is not for a sweep"),
+])
+def test_sweep_refuses_bad_input_in_one_line_before_any_worker(argv, expected, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        sweep.main(argv + (["--out", str(tmp_path / "out")] if "--summarise" not in argv else []))
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sweep: ") and expected in err and err.count("\n") == 1, err
+    assert not list(tmp_path.glob("out/seed-*"))
+
+
+def test_summarise_refuses_folders_of_different_settings(swept, tmp_path, capsys):
+    run.main(QUICK_SWEEP + ["--quiet", "--macro", "3", "--out", str(tmp_path / "other")])
+    with pytest.raises(SystemExit) as e:
+        sweep.main(["--summarise", str(swept / "hand-0"), str(tmp_path / "other"), "--out", str(tmp_path)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "are runs of different settings (macro is 3 there, 5 here)" in err and err.count("\n") == 1
+
+
+def test_a_sweep_refuses_a_folder_of_other_settings(swept, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        sweep.main(["--seeds", "0", *QUICK_SWEEP, "--macro", "3", "--out", str(swept / "jobs2")])
+    assert e.value.code == 2
+    assert "holds a run of other settings (macro is 5 there, 3 here)" in capsys.readouterr().err
+
+
