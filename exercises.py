@@ -191,9 +191,9 @@ def _cases(fn):
     return cases
 
 
-def check(name, src):
+def check(name, src, stop=False):
     """Run exercise `name`'s check (the tests of test_mlsh whose name holds `name`) on these sources.
-    Returns [(test, the failure's message or None)] per test case."""
+    Returns [(test, the failure's message or None)] per test case; with stop, up to the first failure."""
     import inspect
     import tempfile
 
@@ -217,6 +217,8 @@ def check(name, src):
                 out.append((test, f"{type(e).__name__}: {e}"))
             finally:
                 mp.undo()
+            if stop and out[-1][1]:
+                return out
     return out
 
 

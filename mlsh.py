@@ -13,15 +13,13 @@ the distribution quickly:
 
 At test time φ is frozen and a fresh θ is trained on held-out tasks; the
 measure is how fast its return rises. Run `python mlsh.py` (Four Rooms:
-meta-train, evaluate, print a table), with `--env bandits` or `--env rooms`
-for the other task families, `--quick` for a smoke test, `--help` for the rest.
+meta-train, evaluate, print a table), `--help` for the rest.
 
-This file is the algorithm, whole, top to bottom: settings -> tiny MLPs and
-their backprop -> GAE -> PPO -> the agent and its rollout -> the master's and
-the sub-policies' updates -> meta-training -> fine-tuning on held-out tasks.
-The tasks are in envs.py. What a run needs besides (flags, checkpoints,
-measures, pictures: run.py, store.py, measures.py, plots.py) imports this
-file; this file imports none of it.
+This file is the algorithm, top to bottom: settings -> tiny MLPs and their
+backprop -> GAE -> PPO -> the agent and its rollout -> the updates ->
+meta-training -> fine-tuning on held-out tasks. The tasks are in envs.py; the
+rest of a run (run.py, settings.py, store.py, measures.py, plots.py) imports
+this file, which imports none of it.
 
 Names
     G        networks in one stack, run as one batched matmul (M masters, or K sub-policies)
@@ -89,10 +87,8 @@ class Config:
     seed: int = 0                   # the one seed all randomness comes from
 
 
-STREAMS = {  # the random streams: stream(seed, name) is the generator [seed, id] each part draws from
-    "meta_train": 1, "fine_tune": 2, "random_subs": 4, "shared": 5,          # this file's; the others':
-    "summary": 3, "skills_alone": 6, "reach": 7, "episode": 8,              # measures.py and plots.py
-}
+STREAMS = {"meta_train": 1, "fine_tune": 2, "random_subs": 4, "shared": 5,   # the random streams; the
+           "summary": 3, "skills_alone": 6, "reach": 7, "episode": 8}        # last row measures.py's, plots.py's
 
 
 def stream(seed, name, *more):
@@ -401,9 +397,8 @@ def ppo_update(pi, vf, obs, act, logp, adv, ret, key, ent_coef, cfg, rng):
 class Agent:
     """M learners side by side (one per task), sharing the sub-policies.
 
-    master:  θ, M policies over the choices: the K sub-policies, then (options) the A primitive
-             actions, each for one step; a flat agent has no sub-policies, so its choices are
-             the A primitive actions themselves, made every step
+    master:  θ, M policies over the K sub-policies, then (options) the A primitive actions for
+             one step each; a flat agent has no sub-policies: its choices are the A actions
     value:   M master value functions, on the master's own timescale
     subs:    φ, K sub-policies over the A primitive actions, shared by all M (None: flat agent)
     critic:  M per-step value functions used only to train φ (None when φ is frozen)
@@ -452,8 +447,7 @@ class Rollout:
     choice: np.ndarray       # (S, n) the master's current choice (sub-policy, or primitive K + a)
     choice_logp: np.ndarray  # (S, n) log prob of the choice under the master (where decide)
     act: np.ndarray          # (S, n) primitive action taken
-    act_logp: np.ndarray     # (S, n) its log prob given the choice: under the active sub-policy,
-                             #        0 where the choice is the action itself
+    act_logp: np.ndarray     # (S, n) its log prob under the active sub-policy (0: a primitive choice)
     rew: np.ndarray          # (S, n)
     term: np.ndarray         # (S, n) episode terminated at this step
     trunc: np.ndarray        # (S, n) episode hit the step limit at this step
@@ -679,17 +673,15 @@ def fine_tune(cfg, family, make_agent, rng):
 
 
 def masters(cfg, family, subs, options):
-    """make_agent for fresh masters over the frozen sub-policies subs: over the K sub-policies alone
-    (the paper's), or with options over them and the A primitive actions, discounted per env step,
-    a sub-policy stopping where the master's probability of it falls below cfg.interrupt."""
+    """make_agent for fresh masters over the frozen subs: the paper's (the K sub-policies), or with
+    options over them and the A primitive actions, discounted per env step, interrupting."""
     n_choices = cfg.subpolicies + family.n_actions * options
     return lambda rng, L: new_agent(rng, L, family, n_choices, cfg, cfg.master_lr, cfg.macro, subs,
                                     interrupt=cfg.interrupt * options, smdp=options)
 
 
 def flat(cfg, family, lr, start=None):
-    """make_agent for flat PPO learners at rate lr: from scratch, or all from the weights of the
-    one-learner agent `start`."""
+    """make_agent for flat PPO at rate lr: from scratch, or from the one-learner agent `start`."""
     def make_agent(rng, L):
         agent = new_agent(rng, L, family, family.n_actions, cfg, lr)
         if start is not None:
@@ -746,10 +738,9 @@ def best_rate(auc):
 def evaluate(cfg, family, subs):
     """The paper's test on held-out tasks, for MLSH and the baselines in cfg.methods.
 
-    A generator: as each method finishes it yields (name, lr, *fine_tune's results), in the
-    order of learners, then "shared": one flat policy pre-trained on the training tasks, then
-    fine-tuned, at flat PPO's best rate. Every method meets the same seeds: each fine_tune
-    starts from a fresh generator of the same stream.
+    As each method finishes it yields (name, lr, *fine_tune's results), in the order of learners,
+    then "shared": one flat policy pre-trained on the training tasks, then fine-tuned, at flat
+    PPO's best rate. Each fine_tune starts from the same stream, so all meet the same seeds.
     """
     auc = {}
     for name, lr, make_agent in learners(cfg, family, subs):

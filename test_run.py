@@ -479,9 +479,10 @@ def test_settings_of_older_runs_read_as_they_are_now():
 # ---------------------------------------------------------------------------
 
 def _exists(name):
-    """A name from the box: a function or class of mlsh.py or envs.py, or Class.attribute / Class.field."""
-    head, _, attr = name.partition(".")
-    obj = getattr(mlsh, head, None) or getattr(envs, head, None)
+    """A name from the box: a function or class of mlsh.py, envs.py (envs.X) or settings.py, or
+    Class.attribute / Class.field."""
+    head, _, attr = name.removeprefix("envs.").partition(".")
+    obj = getattr(mlsh, head, None) or getattr(envs, head, None) or getattr(settings, head, None)
     if obj is None or not attr:
         return obj is not None
     fields = {f.name for f in dataclasses.fields(obj)} if dataclasses.is_dataclass(obj) else set()
@@ -497,7 +498,7 @@ def test_every_name_in_the_readme_box_exists():
         names += [re.sub(r"\(.*\)", "", n).strip() for n in right.split(",")]
     assert len(names) >= 15
     missing = [n for n in names if not _exists(n)]
-    assert not missing, f"the README's box names what mlsh.py and envs.py do not have: {missing}"
+    assert not missing, f"the README's box names what mlsh.py, envs.py and settings.py do not have: {missing}"
 
 
 
