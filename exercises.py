@@ -14,6 +14,7 @@ words. This file imports nothing of the project at its top: it works on the file
 """
 import argparse
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -246,9 +247,12 @@ def main(argv=None):
     if out.exists() and any(out.iterdir()):
         p.exit(2, f"exercises: {out} is not empty: choose another --out, or remove it first\n")
     blanked, real = handout(args.exercise, out)
-    said = lambda r: [line for line in r.stdout.splitlines() if re.match(r"\S+\.py:\d+: \w+", line)]
+    shown = os.path.relpath(out)                         # short where the folder is below this one
+    shown = str(out.resolve()) if shown.startswith("..") else shown
+    said = lambda r: [line.replace(str(out.resolve()), shown) for line in r.stdout.splitlines()
+                      if re.match(r"\S+\.py:\d+: \w+", line)]
     tail = lambda r: "\n".join(sorted(set(said(r)))[:2] + r.stdout.strip().splitlines()[-1:])
-    print(f"wrote {', '.join(COPIED)} into {out}, {args.exercise} ({EXERCISES[args.exercise]}) blanked\n\n"
+    print(f"wrote {', '.join(COPIED)} into {shown}, {args.exercise} ({EXERCISES[args.exercise]}) blanked\n\n"
           f"its check there (python -m pytest -q -k {args.exercise}), as the student starts:\n{tail(blanked)}\n\n"
           f"its check on the real function:\n{tail(real)}")
     return 0 if blanked.returncode == 1 and real.returncode == 0 else 1

@@ -4,8 +4,12 @@ and this file, so a course that copies the three can run them:
 
     python -m pytest -q test_mlsh.py
     python -m pytest -q -k gae            # one exercise's check (README, "Exercises")
+
+An exercise's check is every test whose name holds the function's name; each one ends by running
+a tiny step of the real pipeline (test_<name>_runs_in_the_pipeline).
 """
 import contextlib
+import re
 import signal
 
 import numpy as np
@@ -16,62 +20,27 @@ import envs
 import mlsh
 
 
-
-
-# ---------------------------------------------------------------------------
-# Exercise 1, mlp_backward: hand-written backprop against finite differences (float64)
-# ---------------------------------------------------------------------------
-
-def _flat(p):
-    return np.concatenate([p[k].ravel() for k in sorted(p)])
-
-
-def _unflat(v, like):
-    out, i = {}, 0
-    for k in sorted(like):
-        out[k] = v[i:i + like[k].size].reshape(like[k].shape)
-        i += like[k].size
-    return out
-
-
-def _rel_err(f, g, p):
-    x0 = _flat(p)
-    return check_grad(f, g, x0, epsilon=1e-7) / np.linalg.norm(g(x0))
-
+# ---- Exercise 1, mlp_backward: hand-written backprop against finite differences (float64) --------
 
 def test_mlp_backward_matches_finite_differences():
     rng = np.random.default_rng(0)
     p = mlsh.mlp_init(rng, 3, [5, 7, 6, 4], out_scale=0.7, dtype=np.float64)   # two tanh layers, G=3
-    x = rng.standard_normal((3, 9, 5))
-    target = rng.standard_normal((3, 9, 4))
+    x, target = rng.standard_normal((3, 9, 5)), rng.standard_normal((3, 9, 4))
     out, hs = mlsh.mlp_forward(p, x)
     grads = mlsh.mlp_backward(p, hs, out - target)
-    assert sorted(grads) == sorted(p), \
-        f"mlp_backward returned gradients for {sorted(grads)}; the network has {sorted(p)}: one per weight"
-    for k in p:
-        assert np.shape(grads[k]) == p[k].shape, \
-            f"mlp_backward's gradient {k} has shape {np.shape(grads[k])}; the weight {k} has {p[k].shape}"
+    assert sorted(grads) == sorted(p) and all(np.shape(grads[k]) == p[k].shape for k in p), \
+        (f"mlp_backward returns a gradient of each weight's shape, one per weight {sorted(p)}; got "
+         f"{ {k: np.shape(g) for k, g in grads.items()} }")
+    for k in p:                             # weight by weight, to say where it goes wrong
+        one = lambda v: {**p, k: v.reshape(p[k].shape)}
+        f = lambda v: 0.5 * ((mlsh.mlp_forward(one(v), x)[0] - target) ** 2).sum()
 
-    def f(v):
-        out, _ = mlsh.mlp_forward(_unflat(v, p), x)
-        return 0.5 * ((out - target) ** 2).sum()
-
-    def g(v):
-        q = _unflat(v, p)
-        out, hs = mlsh.mlp_forward(q, x)
-        return _flat(mlsh.mlp_backward(q, hs, out - target))
-
-    for k in p:                                  # layer by layer first, to say where it goes wrong
-        one = lambda v, k=k: {**p, k: v.reshape(p[k].shape)}
-        fk = lambda v: 0.5 * ((mlsh.mlp_forward(one(v), x)[0] - target) ** 2).sum()
-        gk = lambda v: mlsh.mlp_backward(one(v), mlsh.mlp_forward(one(v), x)[1],
-                                         mlsh.mlp_forward(one(v), x)[0] - target)[k].ravel()
-        err = check_grad(fk, gk, p[k].ravel(), epsilon=1e-7) / np.linalg.norm(gk(p[k].ravel()))
+        def g(v):
+            out, hs = mlsh.mlp_forward(one(v), x)
+            return mlsh.mlp_backward(one(v), hs, out - target)[k].ravel()
+        err = check_grad(f, g, p[k].ravel(), epsilon=1e-7) / np.linalg.norm(g(p[k].ravel()))
         assert err < 1e-6, (f"mlp_backward's gradient is off for {k}: relative error {err:.2g} against "
                             f"finite differences (layers are W0, b0 first; the last layer is W2, b2)")
-    err = _rel_err(f, g, p)
-    assert err < 1e-6, f"mlp_backward's gradient is off: relative error {err:.2g} against finite differences"
-
 
 
 def test_mlp_backward_takes_one_hot_cells():
@@ -98,23 +67,17 @@ def test_mlp_backward_takes_one_hot_cells():
             (f"mlp_backward's gradient {k} for an input given as cells is not the one the one-hot rows give "
              f"(their W0 gradient is one_hot_T)")
 
+
 def test_value_loss_gradient_matches_finite_differences():
     rng = np.random.default_rng(1)
-    vf = mlsh.mlp_init(rng, 2, [6, 8, 1], dtype=np.float64)
-    x, ret, w = rng.standard_normal((2, 40, 6)), rng.standard_normal((2, 40)), rng.random((2, 40))
+    v, ret, w = rng.standard_normal((2, 40, 1)), rng.standard_normal((2, 40)), rng.random((2, 40))
     w /= w.sum(1, keepdims=True)
-    f = lambda v: mlsh.value_loss(mlsh.mlp_forward(_unflat(v, vf), x)[0], ret, w)[0].sum()
-
-    def g(v):
-        out, hs = mlsh.mlp_forward(_unflat(v, vf), x)
-        return _flat(mlsh.mlp_backward(_unflat(v, vf), hs, mlsh.value_loss(out, ret, w)[1]))
-
-    assert _rel_err(f, g, vf) < 1e-6
+    f = lambda z: mlsh.value_loss(z.reshape(v.shape), ret, w)[0].sum()
+    g = lambda z: mlsh.value_loss(z.reshape(v.shape), ret, w)[1].ravel()
+    assert check_grad(f, g, v.ravel(), epsilon=1e-7) < 1e-6
 
 
-# ---------------------------------------------------------------------------
-# Exercise 2, ppo_loss: the clipped surrogate, the entropy bonus and their gradient
-# ---------------------------------------------------------------------------
+# ---- Exercise 2, ppo_loss: the clipped surrogate, the entropy bonus and their gradient -----------
 
 def _ppo_case(seed=1, G=2, B=40, A=4):
     """Logits, actions, old log probs spread around the current ones (so that some ratios are clipped
@@ -133,85 +96,74 @@ def test_ppo_loss_gradient_matches_finite_differences():
     ratio = np.exp(np.take_along_axis(mlsh.log_softmax(logits), act[..., None], -1)[..., 0] - old_logp)
     clipped = np.abs(ratio - 1) > 0.2
     assert 0.1 < clipped.mean() < 0.9            # both branches of the clip are exercised
-    f = lambda z: mlsh.ppo_loss(z.reshape(logits.shape), act, old_logp, adv, w, 0.2, 0.05)[0].sum()
-    g = lambda z: mlsh.ppo_loss(z.reshape(logits.shape), act, old_logp, adv, w, 0.2, 0.05)[1].ravel()
     loss, dlogits = mlsh.ppo_loss(logits, act, old_logp, adv, w, 0.2, 0.05)
     assert np.shape(loss) == (2,) and np.shape(dlogits) == logits.shape, \
         f"ppo_loss returns a loss per network (2,) and dL/dlogits {logits.shape}; got {np.shape(loss)} " \
         f"and {np.shape(dlogits)}"
-    for name, ent, keep in [("the surrogate alone (ent_coef = 0)", 0.0, ~clipped),
-                            ("the surrogate where the ratio is clipped", 0.0, clipped),
-                            ("the entropy bonus alone (advantages 0)", 0.05, None)]:
-        a = adv * keep if keep is not None else 0 * adv
-        fk = lambda z: mlsh.ppo_loss(z.reshape(logits.shape), act, old_logp, a, w, 0.2, ent)[0].sum()
-        gk = lambda z: mlsh.ppo_loss(z.reshape(logits.shape), act, old_logp, a, w, 0.2, ent)[1].ravel()
-        num = np.array([(fk(logits.ravel() + e) - fk(logits.ravel() - e)) / 2e-6
-                        for e in 1e-6 * np.eye(logits.size)])
-        err = np.linalg.norm(num - gk(logits.ravel())) / max(np.linalg.norm(num), 1e-12)
-        assert err < 1e-5 or np.linalg.norm(num - gk(logits.ravel())) < 1e-8, \
-            f"ppo_loss's gradient of {name} is off: relative error {err:.2g} against finite differences"
-    err = check_grad(f, g, logits.ravel(), epsilon=1e-7) / np.linalg.norm(g(logits.ravel()))
-    assert err < 1e-6, f"ppo_loss's gradient is off: relative error {err:.2g} against finite differences"
+    for name, ent, keep in [("the surrogate alone (ent_coef = 0)", 0.0, ~clipped),   # the three add up
+                            ("the surrogate where the ratio is clipped", 0.0, clipped),  # to the whole loss
+                            ("the entropy bonus alone (advantages 0)", 0.05, 0.0)]:
+        f = lambda z: mlsh.ppo_loss(z.reshape(logits.shape), act, old_logp, adv * keep, w, 0.2, ent)[0].sum()
+        g = lambda z: mlsh.ppo_loss(z.reshape(logits.shape), act, old_logp, adv * keep, w, 0.2, ent)[1].ravel()
+        err = check_grad(f, g, logits.ravel(), epsilon=1e-7) / max(np.linalg.norm(g(logits.ravel())), 1e-3)
+        assert err < 1e-5, f"ppo_loss's gradient of {name} is off: relative error {err:.2g} against finite differences"
 
 
 def test_ppo_loss_by_hand():
-    # two actions, pi = (0.5, 0.5), action 0 taken with old probability 0.25: the ratio r = 2
-    logits, act, old_logp, w = np.zeros((1, 1, 2)), np.array([[0]]), np.log([[0.25]]), np.ones((1, 1))
-    cases = [  # (A, what it tests, loss, dL/dlogits)
-        (1.0, "A = +1, r = 2 > 1 + clip: min(r A, 1.2 A) is the clipped term 1.2, which has no gradient",
-         [-1.2], [[[0.0, 0.0]]]),
-        (-1.0, "A = -1, r = 2: min(-2, -1.2) = -2 is the unclipped term; dL/dz = -r A (onehot - pi)",
-         [2.0], [[[1.0, -1.0]]]),
+    # two actions, pi = (0.5, 0.5) (logits 0), action 0 taken; L = -(min(r A, clip(r, 0.8, 1.2) A) + c H)
+    cases = [  # (its old probability, A, c, what it tests, the loss, dL/dlogits)
+        (0.25, 1.0, 0.0, "r = 2 > 1 + clip, A = +1: the smaller term is the clipped 1.2 A, which has no gradient",
+         -1.2, [0.0, 0.0]),
+        (0.25, -1.0, 0.0, "r = 2, A = -1: min(-2, -1.2) is the unclipped r A; dL/dz = -r A (onehot - pi)",
+         2.0, [1.0, -1.0]),
+        (0.5 / 1.1, 1.0, 0.0, "r = 1.1, inside the clip range: the surrogate is r A and its gradient flows",
+         -1.1, [-0.55, 0.55]),
+        (0.5, 0.0, 0.1, "the entropy of a uniform policy over 2 actions is log 2, a bonus, at its maximum",
+         -0.1 * np.log(2), [0.0, 0.0]),
     ]
-    for a, what, loss_by_hand, grad_by_hand in cases:
-        loss, dlogits = mlsh.ppo_loss(logits, act, old_logp, np.array([[a]]), w, clip=0.2, ent_coef=0.0)
-        assert np.allclose(loss, loss_by_hand), \
-            f"ppo_loss: {what}; the loss (minimised: minus the surrogate) is {loss_by_hand[0]}, got {loss}"
-        assert np.allclose(dlogits, grad_by_hand), \
-            f"ppo_loss: {what}: dL/dlogits is {grad_by_hand[0][0]}, got {np.ravel(dlogits)}"
-    # the ratio inside [1 - clip, 1 + clip] (r = 1.1): both terms are equal and the gradient is r A (onehot - pi)
-    loss, dlogits = mlsh.ppo_loss(logits, act, np.log([[0.5 / 1.1]]), np.array([[1.0]]), w, 0.2, 0.0)
-    assert np.allclose(loss, [-1.1]) and np.allclose(dlogits, [[[-0.55, 0.55]]]), \
-        (f"ppo_loss: with r = 1.1 inside the clip range the surrogate is r A = 1.1 and its gradient must "
-         f"flow: dL/dz = -r A (onehot - pi) = (-0.55, 0.55); got loss {loss}, gradient {np.ravel(dlogits)}")
-    # the entropy bonus of a uniform policy is log 2 and is maximal there: the loss is -ent_coef log 2
-    loss, dlogits = mlsh.ppo_loss(logits, act, np.log([[0.5]]), np.array([[0.0]]), w, clip=0.2, ent_coef=0.1)
-    assert np.allclose(loss, [-0.1 * np.log(2)]) and np.allclose(dlogits, 0.0), \
-        (f"ppo_loss: the entropy of a uniform policy over 2 actions is log 2, a bonus, so the loss is "
-         f"-0.1 log 2 = {-0.1 * np.log(2):.4f} with zero gradient; got {loss}, {np.ravel(dlogits)}")
+    for old, a, c, what, by_hand, grad in cases:
+        loss, dlogits = mlsh.ppo_loss(np.zeros((1, 1, 2)), np.array([[0]]), np.log([[old]]), np.array([[a]]),
+                                      np.ones((1, 1)), 0.2, c)
+        assert np.allclose(loss, [by_hand]) and np.allclose(dlogits, [[grad]]), \
+            (f"ppo_loss: {what}: the loss (minimised) is {by_hand:.4f} and dL/dlogits {grad}; got {loss}, "
+             f"{np.ravel(dlogits)}")
     # an entropy bonus pushes a peaked policy towards uniform: a descent step must lower the top logit
-    _, dlogits = mlsh.ppo_loss(np.array([[[2.0, 0.0]]]), act, np.log([[0.5]]), np.array([[0.0]]), w, 0.2, 0.1)
+    _, dlogits = mlsh.ppo_loss(np.array([[[2.0, 0.0]]]), np.array([[0]]), np.log([[0.5]]), np.array([[0.0]]),
+                               np.ones((1, 1)), 0.2, 0.1)
     assert dlogits[0, 0, 0] > 0 > dlogits[0, 0, 1], \
         (f"ppo_loss: an entropy bonus rewards uncertainty, so dL/dz is positive for the likelier action "
          f"and descent lowers it; got {np.ravel(dlogits)}")
-    # the weights w: the loss is the w-weighted sum over the batch, not the plain mean
-    two = np.zeros((1, 2, 2))
-    loss, dlogits = mlsh.ppo_loss(two, np.array([[0, 0]]), np.log([[0.5, 0.5]]), np.array([[1.0, -1.0]]),
-                                  np.array([[0.25, 0.75]]), 0.2, 0.0)
-    assert np.allclose(loss, [-(0.25 * 1 - 0.75 * 1)]) and np.allclose(dlogits[0, 1], [0.375, -0.375]), \
-        (f"ppo_loss: samples count by their weights w (summing to 1): with r = 1, A = (1, -1) and "
-         f"w = (0.25, 0.75) the loss is 0.5 and the second sample's dL/dz (0.375, -0.375); got {loss}, "
-         f"{dlogits[0, 1]}")
 
 
-def test_log_softmax_is_stable_for_large_logits():
+def test_ppo_loss_weights_every_term_the_entropy_too():
+    logits, act, old_logp, adv, w = _ppo_case(seed=4, G=2, B=12)
+    w[:, :4] = 0.0                                          # zero-padded rows, as group() makes them
+    w /= w.sum(1, keepdims=True)
+    for ent in (0.0, 0.3):
+        loss, dlogits = mlsh.ppo_loss(logits, act, old_logp, adv, w, 0.2, ent)
+        logp_all = mlsh.log_softmax(logits)
+        p = np.exp(logp_all)
+        ratio = np.exp(np.take_along_axis(logp_all, act[..., None], -1)[..., 0] - old_logp)
+        sur = np.minimum(ratio * adv, np.clip(ratio, 0.8, 1.2) * adv)
+        H = -(p * logp_all).sum(-1)
+        assert np.allclose(loss, -(w * (sur + ent * H)).sum(-1), atol=1e-10), \
+            (f"ppo_loss with ent_coef {ent}: the loss is not - sum_i w_i (surrogate_i + ent_coef H_i); "
+             f"every term, the entropy bonus too, is weighted by the sample weights w")
+        assert np.abs(dlogits[:, :4]).max() == 0, \
+            (f"ppo_loss with ent_coef {ent}: rows of weight 0 (padding) must get no gradient, the "
+             f"entropy bonus's included")
+
+
+def test_log_softmax_and_sample():
     z = np.array([[1000.0, 0.0, -1000.0], [5e5, 5e5, 0.0]])
-    lp = mlsh.log_softmax(z)
-    assert np.all(np.isfinite(lp))
-    assert np.allclose(np.exp(lp).sum(-1), 1.0)
-    assert np.allclose(lp[1, :2], np.log(0.5))
-
-
-def test_sample_follows_the_probabilities():
-    rng = np.random.default_rng(2)
+    lp = mlsh.log_softmax(z)                                  # stable for large logits
+    assert np.all(np.isfinite(lp)) and np.allclose(np.exp(lp).sum(-1), 1.0) and np.allclose(lp[1, :2], np.log(0.5))
     logits = np.log(np.array([[0.1, 0.2, 0.7]]).repeat(60000, axis=0))
-    counts = np.bincount(mlsh.sample(rng, logits), minlength=3) / 60000
+    counts = np.bincount(mlsh.sample(np.random.default_rng(2), logits), minlength=3) / 60000
     assert np.allclose(counts, [0.1, 0.2, 0.7], atol=0.01)
 
 
-# ---------------------------------------------------------------------------
-# Exercise 3, gae: advantages backwards through time
-# ---------------------------------------------------------------------------
+# ---- Exercise 3, gae: advantages backwards through time ------------------------------------------
 
 def _gae_case(S=60, n=5, seed=3):
     rng = np.random.default_rng(seed)
@@ -269,35 +221,41 @@ def test_gae_bootstraps_through_a_truncation_and_never_through_a_termination():
          f"raising it changed the advantages by {change(2).round(3)}")
 
 
-def test_gae_is_the_recursion_on_many_streams():
+def test_gae_is_the_plain_loop_for_every_form_of_gamma_and_masks():
     rew, val, next_val, term, end = _gae_case()
-    gamma, lam = 0.97, 0.9
-    before = [a.copy() for a in (rew, val, next_val, term, end)]
-    adv = mlsh.gae(rew, val, next_val, term, end, gamma, lam)
-    assert all(np.array_equal(a, b) for a, b in zip(before, (rew, val, next_val, term, end))), \
-        "gae must not change its inputs"
-    assert np.shape(adv) == rew.shape, f"gae returns an (S, n) array like rew, {rew.shape}; got {np.shape(adv)}"
-    delta = rew + gamma * (1.0 - term) * next_val - val
-    back = adv.copy()
-    back[:-1] -= gamma * lam * (1.0 - end[:-1]) * adv[1:]          # A_t - gamma lam (1 - end_t) A_{t+1}
-    bad = np.argwhere(~np.isclose(back, delta, atol=1e-9))
-    assert len(bad) == 0, \
-        (f"gae breaks A_t = delta_t + gamma lam (1 - end_t) A_(t+1) (with A_S = 0) at step {bad[0][0]} of "
-         f"stream {bad[0][1]} (of {rew.shape[1]}, over {rew.shape[0]} steps): is every stream, every step and "
-         f"the last step done, with gamma lam (not gamma alone) and the mask of step t itself?")
+    per_step = np.random.default_rng(6).uniform(0.5, 1.0, rew.shape)   # (S, n): the options master's gamma^k
+    lam = 0.9
+    for gamma, masks, what in [(0.97, (term, end), "gamma a number and boolean masks"),
+                               (per_step, (term, end), "gamma an (S, n) array (a discount per step) and boolean masks"),
+                               (per_step, (1.0 * term, 1.0 * end), "gamma an (S, n) array and float masks "
+                                                                   "(master_transitions passes them)")]:
+        g, expected, running = np.broadcast_to(gamma, rew.shape), np.zeros_like(rew), np.zeros(rew.shape[1])
+        for t in reversed(range(len(rew))):                # the plain recursion, all streams at once
+            delta = rew[t] + g[t] * (1.0 - term[t]) * next_val[t] - val[t]
+            running = delta + g[t] * lam * (1.0 - end[t]) * running
+            expected[t] = running
+        before = [a.copy() for a in (rew, val, next_val, *masks)]
+        try:
+            adv = mlsh.gae(rew, val, next_val, *masks, gamma, lam)
+        except Exception as e:
+            raise AssertionError(f"gae fails on {what}: {type(e).__name__}: {e}") from None
+        assert all(np.array_equal(a, b) for a, b in zip(before, (rew, val, next_val, *masks))), \
+            "gae must not change its inputs"
+        assert np.shape(adv) == rew.shape, f"gae returns an (S, n) array like rew, {rew.shape}; got {np.shape(adv)}"
+        bad = np.argwhere(~np.isclose(adv, expected, atol=1e-9))
+        assert len(bad) == 0, \
+            (f"gae with {what} breaks A_t = delta_t + gamma_t lam (1 - end_t) A_(t+1) (A_S = 0) at step "
+             f"{bad[0][0]} of stream {bad[0][1]} (of {rew.shape[1]}, over {rew.shape[0]} steps): is every stream, "
+             f"every step and the last step done, with gamma[t] lam (not gamma alone) and the mask of step t?")
 
 
-# ---------------------------------------------------------------------------
-# Exercise 4, master_transitions: the master's own MDP
-# ---------------------------------------------------------------------------
+# ---- Exercise 4, master_transitions: the master's own MDP ----------------------------------------
 
 def _value_net(G, D):
     """G linear value functions (no hidden layer): network g's value of obs is (g + 1) * obs[0]."""
-    p = mlsh.mlp_init(np.random.default_rng(0), G, [D, 1], dtype=np.float64)
-    p["W0"][:] = 0.0
-    p["W0"][:, 0, 0] = np.arange(1, G + 1)
-    p["b0"][:] = 0.0
-    return mlsh.Net(p, 1e-3)
+    W = np.zeros((G, D, 1))
+    W[:, 0, 0] = np.arange(1, G + 1)
+    return mlsh.Net({"W0": W, "b0": np.zeros((G, 1, 1))}, 1e-3)
 
 
 def _rollout(decide, rew, term=None, trunc=None, obs=None, next_obs=None):
@@ -332,26 +290,19 @@ def _check_decisions(got, expected, why):
                                               f"the return is the advantage plus V(obs)")
 
 
-def test_master_transitions_reward_is_the_sum_over_its_N_steps():
-    # one copy, decisions at steps 0 and 3 (N = 3); rewards at steps 1 and 5
+def test_master_transitions_reward_is_the_sum_over_its_N_steps_discounted_per_decision_or_per_step():
+    # one copy, decisions at steps 0 and 3 (N = 3); rewards at steps 2 and 5; V = 0, gamma = 0.5
     decide = np.array([[1], [0], [0], [1], [0], [0]], bool)
-    rew = np.array([[0.0], [1.0], [0.0], [0.0], [0.0], [1.0]])
-    got = _transitions(_rollout(decide, rew), 1, 0.5, 1.0, 1)
-    # macro rewards are 1 and 1; with V = 0, gamma = 0.5 per decision: A = [1 + 0.5 * 1, 1]
-    _check_decisions(got, {(0, 0): (1.5, 1.5), (3, 0): (1.0, 1.0)},
-                     {(0, 0): "its reward is the sum of rew over steps 0-2, then gamma per decision",
+    rew = np.array([[0.0], [0.0], [1.0], [0.0], [0.0], [1.0]])
+    # per decision: macro rewards 1 and 1, so A = [1 + 0.5 * 1, 1]
+    _check_decisions(_transitions(_rollout(decide, rew), 1, 0.5, 1.0, 1), {(0, 0): (1.5, 1.5), (3, 0): (1.0, 1.0)},
+                     {(0, 0): "its reward is the sum of rew over steps 0-2, then gamma once per decision",
                       (3, 0): "its reward is the sum over steps 3-5"})
-
-
-def test_master_transitions_end_with_the_episode():
-    # the episode terminates at step 1 (inside the first decision); step 2 starts a new one
-    decide = np.array([[1], [0], [1], [0]], bool)
-    rew = np.array([[0.0], [1.0], [0.0], [1.0]])
-    term = np.array([[0], [1], [0], [0]], bool)
-    got = _transitions(_rollout(decide, rew, term=term), 1, 0.5, 1.0, 1)
-    _check_decisions(got, {(0, 0): (1.0, 1.0), (2, 0): (1.0, 1.0)},
-                     {(0, 0): "the episode terminates at step 1: nothing after it counts",
-                      (2, 0): "a new episode"})
+    # smdp, per env step: R_0 = 0.5^2 * 1 = 0.25, then gamma^3 = 0.125 times A_1 = 0.5^2 * 1: A_0 = 0.28125
+    _check_decisions(_transitions(_rollout(decide, rew), 1, 0.5, 1.0, 1, smdp=True),
+                     {(0, 0): (0.25 + 0.125 * 0.25, 0.28125), (3, 0): (0.25, 0.25)},
+                     {(0, 0): "smdp: rewards discounted per env step within it, gamma^3 after its 3 steps",
+                      (3, 0): "smdp: its reward 2 steps in, discounted by gamma^2"})
 
 
 def test_master_transitions_with_values_truncations_and_two_learners():
@@ -400,71 +351,118 @@ def test_master_transitions_with_values_truncations_and_two_learners():
     _check_decisions(got, expected, why)
 
 
-# ---------------------------------------------------------------------------
-# Rows and networks: the layout converters
-# ---------------------------------------------------------------------------
+# ---- Exercise 5, meta_round: one round of the paper's Algorithm 1 --------------------------------
 
-def test_group_and_by_learner_round_trip():
-    rng = np.random.default_rng(4)
-    key = rng.integers(0, 3, 20)
-    x = rng.standard_normal((20, 2))
-    (g,), valid = mlsh.group(key, 3, x)
-    assert valid.sum() == 20 and np.allclose(np.sort(g[valid], axis=0), np.sort(x, axis=0))
-    for k in range(3):
-        assert np.allclose(g[k][valid[k]], x[key == k])
-    y = rng.standard_normal((5, 6, 2))           # S=5 steps, n=6 copies, 3 learners
-    assert np.allclose(mlsh.from_learner(mlsh.by_learner(y, 3), 5), y)
-    # rows already sorted into equal groups (a flat learner's) take the reshape; a fourth, empty group
-    # sends the same rows down the general path, which must agree with it
-    key, x = np.repeat(np.arange(3), 4), rng.standard_normal((12, 2))
-    (fast, none), valid = mlsh.group(key, 3, x, None)
-    (general,), valid4 = mlsh.group(key, 4, x)
-    assert none is None and valid.all() and fast.shape == (3, 4, 2) and np.shares_memory(fast, x)
-    assert np.array_equal(general[:3], fast) and valid4[:3].all() and not valid4[3].any()
+def _watch_meta_round(monkeypatch, cfg, rounds=2):
+    """meta_round run `rounds` times on Four Rooms, with spies on the runner and on update: what it did,
+    as a list of events per round, and the sub-policies."""
+    fam = envs.GoalTasks()
+    rng = np.random.default_rng(0)
+    subs = mlsh.Net.new(rng, cfg.subpolicies, fam, fam.n_actions, cfg, cfg.sub_lr, 0.01)
+    runner = mlsh.Runner(fam.make(np.zeros(cfg.tasks * cfg.copies, dtype=int), seed=1), cfg.tasks)
+    events, real_run, real_set, real_update = [], runner.run, runner.set_tasks, mlsh.update
 
+    def set_tasks(tasks):
+        events.append(("tasks", np.array(tasks)))
+        real_set(tasks)
 
-# ---------------------------------------------------------------------------
-# Environments
-# ---------------------------------------------------------------------------
+    def run(agent, S, rng):
+        ro = real_run(agent, S, rng)
+        events.append(("run", agent, S, agent.master.opt.t, ro))
+        return ro
 
-def test_four_rooms_layout():
-    m = envs.Maze(envs.FOUR_ROOMS)
-    assert m.n_cells == 104
-    assert (m.dist >= 0).all()                    # one connected maze
-    assert len(_doorways(m)) == 4                 # free cells joining two rooms
+    def update(agent, ro, cfg, rng, train_subs=False):
+        before = {k: v.copy() for k, v in subs.p.items()}
+        real_update(agent, ro, cfg, rng, train_subs=train_subs)
+        events.append(("update", agent, ro, train_subs,
+                       any(not np.array_equal(before[k], subs.p[k]) for k in before)))
 
-
-def _doorways(m):
-    """Free cells with walls on two opposite sides."""
-    return [c for c in range(m.n_cells)
-            if (m.next_cell[c, 0] == c and m.next_cell[c, 2] == c) or (m.next_cell[c, 1] == c and m.next_cell[c, 3] == c)]
+    runner.set_tasks, runner.run = set_tasks, run
+    monkeypatch.setattr(mlsh, "update", update)
+    out = []
+    for _ in range(rounds):
+        events.clear()
+        rec = mlsh.meta_round(cfg, fam, runner, subs, rng)
+        out.append((list(events), rec))
+    return fam, subs, out
 
 
-@pytest.mark.parametrize("R", [2, 3, 4])
-def test_room_mazes_have_a_centred_doorway_between_every_two_neighbours(R):
-    m = envs.Maze(envs.room_maze(R))
-    assert (m.height, m.width) == (6 * R + 1, 6 * R + 1) and (m.dist >= 0).all()
-    doors = _doorways(m)
-    assert m.n_cells == 25 * R * R + len(doors) and len(doors) == 2 * R * (R - 1)
-    for c in doors:
-        r, col = m.cells[c]
-        assert (r % 6, col % 6) in [(3, 0), (0, 3)]         # in the middle of a wall between two rooms
-    assert m.start == 0 and tuple(m.cells[0]) == (1, 1)
-    if R == 2:                                              # as Four Rooms: 104 cells, four doorways
-        assert m.n_cells == 104 and len(doors) == 4
+def test_meta_round_samples_tasks_resets_the_master_and_trains_the_sub_policies_after_the_warmup(monkeypatch):
+    for W, U in [(2, 3), (0, 2)]:
+        cfg = mlsh.Config(tasks=3, copies=2, warmup=W, joint=U, hidden=8)
+        fam, subs, rounds = _watch_meta_round(monkeypatch, cfg)
+        M, E, K = cfg.tasks, cfg.copies, cfg.subpolicies
+        agents, drawn = [], []
+        for events, rec in rounds:
+            tasks = [e[1] for e in events if e[0] == "tasks"]
+            assert len(tasks) == 1 and events[0][0] == "tasks", \
+                "meta_round: a round starts by giving the runner new tasks, once (runner.set_tasks)"
+            t = tasks[0]
+            assert t.shape == (M * E,) and (t.reshape(M, E) == t[::E, None]).all(), \
+                (f"meta_round: cfg.tasks = {M} tasks, each on cfg.copies = {E} neighbouring copies "
+                 f"(copy i runs task i // E, learner i // E's): the runner got {t.tolist()}")
+            assert set(t) <= set(fam.train_tasks), "meta_round: tasks come from the training tasks (family.sample)"
+            drawn.append(t[::E].tolist())
+            runs, updates = [e for e in events if e[0] == "run"], [e for e in events if e[0] == "update"]
+            agent = runs[0][1]
+            assert all(e[1] is agent for e in runs), "meta_round: one agent (one master per task) for the whole round"
+            agents.append(agent)
+            assert runs[0][3] == 0 and agent.master.G == M and agent.master.p[f"b{cfg.layers}"].shape[-1] == K, \
+                (f"meta_round: each round starts a fresh master θ (new weights and a new optimiser): "
+                 f"{M} networks, one per task, over K = {K} choices")
+            assert agent.subs is subs, "meta_round: the masters choose among the shared sub-policies `subs`, φ itself"
+            assert agent.macro == cfg.macro, \
+                f"meta_round: a master decision lasts N = cfg.macro = {cfg.macro} steps; the agent has {agent.macro}"
+            assert agent.critic is not None, "meta_round: φ is trained, so the agent needs its per-task critics"
+            assert agent.master.opt.lr == cfg.master_lr, \
+                f"meta_round: θ learns at cfg.master_lr = {cfg.master_lr}; its Adam step is {agent.master.opt.lr}"
+            assert all(e[2] == cfg.steps for e in runs), "meta_round: every iteration runs S = cfg.steps steps"
+            assert len(runs) == len(updates) == W + U, \
+                (f"meta_round: W + U = {W} + {U} iterations, each a rollout then an update; got "
+                 f"{len(runs)} rollouts and {len(updates)} updates")
+            assert all(u[2] is r[4] for r, u in zip(runs, updates)), \
+                "meta_round: each update learns from the rollout just run"
+            phases = [u[3] for u in updates]
+            assert phases == [False] * W + [True] * U, \
+                (f"meta_round: the first W = {W} iterations update θ alone (train_subs=False), the next "
+                 f"U = {U} θ and φ (train_subs=True); got train_subs {phases}")
+            assert all(u[4] == u[3] for u in updates), "meta_round: φ changes in the joint iterations only"
+            success = [float(r[4].success.mean()) for r in runs]
+            assert rec["warmup_success"] == (success[W - 1] if W else None), \
+                (f"meta_round: warmup_success is the mean success of the last warmup iteration "
+                 f"(None when W = 0): {success[W - 1] if W else None}, got {rec['warmup_success']}")
+            assert rec["joint_success"] == success[-1], \
+                f"meta_round: joint_success is the last iteration's mean success, {success[-1]}"
+            usage = np.mean([r[4].usage for r in runs], axis=0).round(3).tolist()
+            assert rec["usage"] == usage, \
+                f"meta_round: usage is each sub-policy's share of the steps over the round's iterations: {usage}"
+        assert agents[0] is not agents[1], "meta_round: θ is reset every round: a new agent, not the last round's"
+        assert drawn[0] != drawn[1], "meta_round: every round draws new tasks"
 
 
-def test_room_tasks_hold_out_goals_far_from_the_corner():
-    for R in (2, 3, 4):
-        fam = envs.RoomTasks(R)
-        train, val, test = set(fam.train_tasks), set(fam.val_tasks), set(fam.test_tasks)
-        assert not train & test and not train & val and not val & test and len(test) == len(val) == 16
-        for held in (fam.test_tasks, fam.val_tasks):
-            assert (fam.maze.dist[fam.maze.start, held] >= 5 * R).all()
-        assert (fam.maze.dist[fam.maze.start, fam.train_tasks] < 5 * R).any()   # near goals stay for training
-    with pytest.raises(ValueError, match="at least 2 x 2 rooms"):
-        envs.RoomTasks(1)
+def _meta_round_from(seed):
+    """A fresh setup whose randomness all comes from one generator, and one meta_round on it."""
+    cfg = mlsh.Config(tasks=3, copies=2, warmup=1, joint=2, steps=16, hidden=8)
+    fam = envs.GoalTasks(max_steps=16)
+    rng = np.random.default_rng(seed)
+    subs = mlsh.Net.new(rng, cfg.subpolicies, fam, fam.n_actions, cfg, cfg.sub_lr, 0.01)
+    runner = mlsh.Runner(fam.make(np.zeros(cfg.tasks * cfg.copies, dtype=int), seed=mlsh.child_seed(rng)),
+                         cfg.tasks)
+    rec = mlsh.meta_round(cfg, fam, runner, subs, rng)
+    return rec, subs, runner.env.tasks.copy()
 
+
+def test_meta_round_draws_its_randomness_from_its_generator():
+    (rec_a, subs_a, tasks_a), (rec_b, subs_b, _) = _meta_round_from(7), _meta_round_from(7)
+    assert rec_a == rec_b and all(np.array_equal(subs_a.p[k], subs_b.p[k]) for k in subs_a.p), \
+        ("meta_round from the same generator twice gives two results: draw every random number from the "
+         "generator it is given (and the env's), never from a new or the global one")
+    _, subs_c, tasks_c = _meta_round_from(8)
+    assert not np.array_equal(tasks_a, tasks_c), \
+        "meta_round drew the same tasks from two different generators: sample them with the rng it is given"
+
+
+# ---- Exercise 6, bfs_distances: every shortest path of a maze at once ----------------------------
 
 @contextlib.contextmanager
 def _time_limit(seconds=3):
@@ -493,7 +491,11 @@ def _graph(n, edges):
     return a
 
 
-def test_bfs_distances_by_hand():
+def test_bfs_distances_are_the_fewest_moves():
+    """By hand on small graphs, as a batch too; then, on Four Rooms, a random one-way graph and two mazes side
+    by side (unreachable from each other), the equations dist[i, i] = 0, dist[i, j] = 1 + the least dist[k, j]
+    over the cells k one move from i, and -1 exactly where no such k reaches j: their one solution is the
+    shortest paths."""
     cases = [  # (what, adjacency, distances by hand)
         ("a one-way path 0 -> 1 -> 2 and a cell 3 on its own", _graph(4, [(0, 1), (1, 2)]),
          [[0, 1, 2, -1], [-1, 0, 1, -1], [-1, -1, 0, -1], [-1, -1, -1, 0]]),
@@ -515,22 +517,15 @@ def test_bfs_distances_by_hand():
     got = _bfs_in_time(batch)
     assert np.shape(got) == batch.shape and np.array_equal(got, [cases[0][2], cases[1][2]]), \
         "bfs_distances on a batch (2, n, n) of graphs must give each graph's own distances, (2, n, n)"
-
-
-def test_bfs_distances_are_the_fewest_moves():
-    """On Four Rooms, a random one-way graph and two mazes side by side (unreachable from each other):
-    dist[i, i] = 0, dist[i, j] = 1 + the least dist[k, j] over the cells k one move from i, and -1
-    exactly where no such k reaches j. These equations have one solution: the shortest paths."""
-    rng = np.random.default_rng(5)
     with _time_limit():                                   # a Maze computes its distances
         four, small = envs.Maze(envs.FOUR_ROOMS).adjacency, envs.Maze(envs.room_maze(2, size=2)).adjacency
     two = np.zeros((len(four) + len(small),) * 2, bool)
     two[:len(four), :len(four)], two[len(four):, len(four):] = four, small
-    for what, a in [("Four Rooms", four), ("a random one-way graph", rng.random((40, 40)) < 0.06),
+    for what, a in [("Four Rooms", four), ("a random one-way graph", np.random.default_rng(5).random((40, 40)) < 0.06),
                     ("two mazes with no way between them", two)]:
         d = np.asarray(_bfs_in_time(a))
-        assert d.shape == a.shape, f"bfs_distances on {what}: shape {d.shape}, not {a.shape}"
-        assert (np.diag(d) == 0).all(), f"bfs_distances on {what}: a cell is 0 moves from itself"
+        assert d.shape == a.shape and (np.diag(d) == 0).all(), \
+            f"bfs_distances on {what}: shape {d.shape}, not {a.shape}, or a cell not 0 moves from itself"
         far = np.where(d < 0, np.inf, d).astype(float)
         via = np.where(a[:, :, None], far[None, :, :], np.inf).min(axis=1) + 1   # 1 + min_k dist[k, j]
         np.fill_diagonal(via, 0)
@@ -543,135 +538,25 @@ def test_bfs_distances_are_the_fewest_moves():
                 f"neighbour k, then dist[k, {j}]; -1 marks a cell that cannot be reached)")
 
 
-def test_walls_stop_moves():
-    env = envs.GoalMaze(tasks=[103], seed=0)
-    env.reset()
-    start = env.pos[0]
-    obs, *_ = env.step(np.array([0]))            # up, from the top-left corner: a wall
-    assert env.pos[0] == start
-    obs, *_ = env.step(np.array([3]))            # left: a wall
-    assert env.pos[0] == start
-    obs, *_ = env.step(np.array([1]))            # right: free
-    assert env.pos[0] == start + 1 and obs[0].argmax() == start + 1
+# ---- The rest of the algorithm: layouts, the rollout's decision rule -----------------------------
 
-
-def test_slip_replaces_the_move_by_one_of_the_other_three():
-    maze = envs.Maze(envs.OPEN_8X8)
-    centre = int(maze.index[4, 4])
-    env = envs.GoalMaze(tasks=np.full(30000, int(maze.index[1, 1])), start=centre, slip=1 / 3, seed=5,
-                         rows=envs.OPEN_8X8)
-    env.reset()
-    env.step(np.zeros(30000, dtype=int))          # everyone asks for "up"
-    moved = env.pos - centre
-    frac = {name: np.mean(moved == d) for name, d in [("up", -8), ("right", 1), ("down", 8), ("left", -1)]}
-    assert abs(frac["up"] - 2 / 3) < 0.015
-    for name in ["right", "down", "left"]:
-        assert abs(frac[name] - 1 / 9) < 0.01
-
-
-def test_terminated_and_truncated_are_kept_apart():
-    env = envs.GoalMaze(tasks=[1, 103], max_steps=3, seed=0)    # copy 0: goal next to the start
-    env.reset()
-    obs, rew, term, trunc, info = env.step(np.array([1, 1]))
-    assert term[0] and not trunc[0] and rew[0] == 1.0 and info["success"][0]
-    assert info["score"][0] == 1.0                                  # shortest path: optimal
-    assert info["final_obs"][0].argmax() == 1 and obs[0].argmax() == 0   # auto-reset to the start
-    env.step(np.array([0, 0]))
-    obs, rew, term, trunc, info = env.step(np.array([0, 0]))
-    assert trunc[1] and not term[1] and rew[1] == 0.0 and info["score"][1] == 0.0
-
-
-def test_same_seed_gives_the_same_trajectory_in_lockstep():
-    rng = np.random.default_rng(6)
-    a = envs.GoalMaze(tasks=np.arange(1, 9), start=None, slip=0.3, seed=11)
-    b = envs.GoalMaze(tasks=np.arange(1, 9), start=None, slip=0.3, seed=11)
-    oa, _ = a.reset()
-    ob, _ = b.reset()
-    for _ in range(200):
-        assert np.array_equal(oa, ob)
-        act = rng.integers(0, 4, 8)
-        oa, ra, ta, ua, _ = a.step(act)
-        ob, rb, tb, ub, _ = b.step(act)
-        assert np.array_equal(ra, rb) and np.array_equal(ta, tb) and np.array_equal(ua, ub)
-
-
-def test_single_env_has_the_gymnasium_shape():
-    env = envs.SingleEnv(envs.GoalMaze(tasks=[5], seed=0))
-    obs, info = env.reset(seed=3, options={"task": 2})
-    assert obs.shape == env.observation_shape == (104,) and obs.dtype == np.float32
-    assert env.action_space.n == 4
-    obs, r, term, trunc, info = env.step(1)        # goal 2 is two cells right of the start 'S' (cell 0)
-    assert isinstance(r, float) and isinstance(term, bool) and isinstance(trunc, bool)
-    assert not term and r == 0.0
-    obs, r, term, trunc, info = env.step(1)
-    assert term and r == 1.0 and obs.argmax() == 2   # no auto-reset in the single env
-    with pytest.raises(RuntimeError):
-        env.step(1)
-    env.reset()
-    with pytest.raises(ValueError):
-        env.step(4)
-
-
-def test_bandits_wrong_mark_ends_the_episode_unpaid():
-    fam = envs.BanditTasks()
-    env = fam.make(np.zeros(2000, dtype=int), "train", seed=0)
-    env.reset()
-    assert not (env.marks[:, 0] == env.marks[:, 1]).any() and not (env.marks == env.pos[:, None]).any()
-    env.pos[:] = env.marks[:, 1]                  # put every copy on the unpaid mark
-    ended, paid = env._outcome()
-    assert ended.all() and not paid.any()
-    # observation: position, then offsets to mark 0 and mark 1
-    obs = env._observe()
-    rc = env.maze.cells / np.array([10, 10])
-    assert np.allclose(obs[:, 4:6], rc[env.marks[:, 1]] - rc[env.pos], atol=1e-6)
-
-
-def test_bandit_layouts_are_split_and_best_paths_avoid_the_other_mark():
-    fam = envs.BanditTasks()
-    train, val, test = ({tuple(p) for p in fam.pairs[k]} for k in ("train", "validation", "test"))
-    assert train and val and test and not train & test and not train & val and not val & test
-    env = fam.make(np.ones(300, dtype=int), "test", seed=1)
-    env.reset()
-    assert all(tuple(sorted(m)) in test for m in env.marks)
-    # on the open grid the shortest way round the unpaid mark is the Manhattan distance, plus 2 when
-    # the mark lies on the one straight line between the agent and the paying mark
-    (r, c), (br, bc), (gr, gc) = (env.maze.cells[x].T for x in (env.pos, env.marks[:, 0], env.marks[:, 1]))
-    between = lambda x, lo, hi: (np.minimum(lo, hi) < x) & (x < np.maximum(lo, hi))
-    blocked = ((r == gr) & (br == r) & between(bc, c, gc)) | ((c == gc) & (bc == c) & between(br, r, gr))
-    assert np.array_equal(env.best, np.abs(r - gr) + np.abs(c - gc) + 2 * blocked) and blocked.any()
-
-
-def test_four_rooms_split_is_fixed_and_disjoint():
-    a, b = envs.GoalTasks(), envs.GoalTasks()
-    assert np.array_equal(a.test_tasks, b.test_tasks) and np.array_equal(a.val_tasks, b.val_tasks)
-    train, val, test = set(a.train_tasks), set(a.val_tasks), set(a.test_tasks)
-    assert not train & test and not train & val and not val & test
-    assert len(val) == len(test) == 16 and len(train) + len(val) + len(test) == 103     # every cell but the start
-    for held in (a.test_tasks, a.val_tasks):
-        assert (a.maze.dist[a.maze.start, held] >= 10).all()
-    assert a.test_tasks.tolist() == [16, 18, 19, 28, 39, 40, 48, 50, 70, 87, 88, 89, 90, 100, 102, 103]  # as before
-
-
-# ---------------------------------------------------------------------------
-# Learning (fixed seeds)
-# ---------------------------------------------------------------------------
-
-def test_flat_ppo_solves_a_four_rooms_goal():
-    cfg = mlsh.Config(eval_iters=12, eval_seeds=1)
-    fam = envs.GoalTasks()
-    fam.test_tasks = fam.test_tasks[:2]
-    score, success, _ = mlsh.fine_tune(cfg, fam, mlsh.flat(cfg, fam, 0.03), mlsh.stream(cfg.seed, "fine_tune"))
-    assert success[:, :2].mean() < 0.5              # it did not start out solved
-    assert success[:, -3:].mean() > 0.9 and score[:, -3:].mean() > 0.7
-
-
-def _fixed_skills(fam, actions, hidden=8):
-    """Sub-policies that always take one action each, whatever they see (a huge bias on that action)."""
-    p = mlsh.mlp_init(np.random.default_rng(0), len(actions), [fam.obs_dim, hidden, 4], dtype=np.float64)
-    p["W1"][:] = 0.0
-    p["b1"][:] = -50.0
-    p["b1"][np.arange(len(actions)), 0, actions] = 50.0
-    return mlsh.Net(p, 0.0)
+def test_group_and_by_learner_round_trip():
+    rng = np.random.default_rng(4)
+    key = rng.integers(0, 3, 20)
+    x = rng.standard_normal((20, 2))
+    (g,), valid = mlsh.group(key, 3, x)
+    assert valid.sum() == 20 and np.allclose(np.sort(g[valid], axis=0), np.sort(x, axis=0))
+    for k in range(3):
+        assert np.allclose(g[k][valid[k]], x[key == k])
+    y = rng.standard_normal((5, 6, 2))           # S=5 steps, n=6 copies, 3 learners
+    assert np.allclose(mlsh.from_learner(mlsh.by_learner(y, 3), 5), y)
+    # rows already sorted into equal groups (a flat learner's) take the reshape; a fourth, empty group
+    # sends the same rows down the general path, which must agree with it
+    key, x = np.repeat(np.arange(3), 4), rng.standard_normal((12, 2))
+    (fast, none), valid = mlsh.group(key, 3, x, None)
+    (general,), valid4 = mlsh.group(key, 4, x)
+    assert none is None and valid.all() and fast.shape == (3, 4, 2) and np.shares_memory(fast, x)
+    assert np.array_equal(general[:3], fast) and valid4[:3].all() and not valid4[3].any()
 
 
 def test_a_primitive_choice_lasts_one_step_and_trains_no_sub_policy():
@@ -710,7 +595,9 @@ def test_interruption_stops_a_skill_the_master_no_longer_wants():
     K, start = 2, fam.maze.start
     for interrupt, lasts in [(0.0, 3), (0.5, 1)]:
         cfg = mlsh.Config(hidden=8, layers=0, macro=3, interrupt=interrupt)   # a linear master
-        subs = _fixed_skills(fam, [1, 1])                          # both always go right: off the start
+        subs = mlsh.Net.new(rng, K, fam, 4, cfg, 0.0)              # both always go right: off the start
+        subs.p["W0"][:], subs.p["b0"][:] = 0.0, -50.0
+        subs.p["b0"][:, 0, 1] = 50.0
         agent = mlsh.masters(cfg, fam, subs, options=True)(rng, 1)
         agent.master.p["W0"][:] = 0.0
         agent.master.p["W0"][0, :, K + 2] = 50.0                   # everywhere: primitive 2 (down) ...
@@ -720,19 +607,120 @@ def test_interruption_stops_a_skill_the_master_no_longer_wants():
         assert (ro.choice[:lasts, 0] == 1).all() and ro.choice[lasts, 0] == K + 2 and ro.decide[lasts, 0]
 
 
-def test_master_transitions_discount_per_env_step_with_smdp():
-    # one copy, decisions at 0 (3 steps) and 3 (1 step); reward 1 at step 2 and at step 3; V = 0
-    decide = np.array([[1], [0], [0], [1]], bool)
-    rew = np.array([[0.0], [0.0], [1.0], [1.0]])
-    # per env step: R_0 = 0.5^2 * 1 = 0.25, then gamma^3 = 0.125 times A_1 = 1: A_0 = 0.375
-    _check_decisions(_transitions(_rollout(decide, rew), 1, 0.5, 1.0, 1, smdp=True),
-                     {(0, 0): (0.25 + 0.125 * 1.0, 0.375), (3, 0): (1.0, 1.0)},
-                     {(0, 0): "smdp: rewards discounted per env step within it, gamma^3 after its 3 steps",
-                      (3, 0): "smdp: a decision of one step"})
-    # per decision: 1 + 0.5 * 1
-    _check_decisions(_transitions(_rollout(decide, rew), 1, 0.5, 1.0, 1),
-                     {(0, 0): (1.5, 1.5), (3, 0): (1.0, 1.0)},
-                     {(0, 0): "without smdp, gamma once per decision", (3, 0): "one step"})
+# ---- The tasks -----------------------------------------------------------------------------------
+
+def _doorways(m):
+    """Free cells with walls on two opposite sides."""
+    return [c for c in range(m.n_cells)
+            if (m.next_cell[c, 0] == c and m.next_cell[c, 2] == c) or (m.next_cell[c, 1] == c and m.next_cell[c, 3] == c)]
+
+
+@pytest.mark.parametrize("R", [2, 3, 4])
+def test_room_mazes_have_a_centred_doorway_between_every_two_neighbours(R):
+    m = envs.Maze(envs.room_maze(R))
+    assert (m.height, m.width) == (6 * R + 1, 6 * R + 1) and (m.dist >= 0).all()
+    doors = _doorways(m)
+    assert m.n_cells == 25 * R * R + len(doors) and len(doors) == 2 * R * (R - 1)
+    for c in doors:
+        r, col = m.cells[c]
+        assert (r % 6, col % 6) in [(3, 0), (0, 3)]         # in the middle of a wall between two rooms
+    assert m.start == 0 and tuple(m.cells[0]) == (1, 1)
+    if R == 2:                                              # as Four Rooms: 104 cells, four doorways
+        assert m.n_cells == 104 and len(doors) == 4
+
+
+def test_four_rooms_and_room_tasks_hold_out_far_goals_in_a_fixed_disjoint_split():
+    four = envs.GoalTasks()
+    assert four.maze.n_cells == 104 and (four.maze.dist >= 0).all() and len(_doorways(four.maze)) == 4
+    for fam, far in [(four, 10)] + [(envs.RoomTasks(R), 5 * R) for R in (2, 3, 4)]:
+        train, val, test = set(fam.train_tasks), set(fam.val_tasks), set(fam.test_tasks)
+        assert not train & test and not train & val and not val & test and len(test) == len(val) == 16
+        for held in (fam.test_tasks, fam.val_tasks):
+            assert (fam.maze.dist[fam.maze.start, held] >= far).all()
+        assert (fam.maze.dist[fam.maze.start, fam.train_tasks] < far).any()   # near goals stay for training
+    assert len(four.train_tasks) + 32 == 103                                   # every cell but the start
+    assert four.test_tasks.tolist() == [16, 18, 19, 28, 39, 40, 48, 50, 70, 87, 88, 89, 90, 100, 102, 103]  # as before
+    assert np.array_equal(envs.GoalTasks().val_tasks, four.val_tasks)         # the same split every time
+    with pytest.raises(ValueError, match="at least 2 x 2 rooms"):
+        envs.RoomTasks(1)
+
+
+def test_walls_stop_moves_and_terminated_and_truncated_are_kept_apart():
+    env = envs.GoalMaze(tasks=[103], seed=0)
+    env.reset()
+    start = env.pos[0]
+    for a, moved in [(0, 0), (3, 0), (1, 1)]:       # up and left from the top-left corner: walls; right: free
+        obs, *_ = env.step(np.array([a]))
+        assert env.pos[0] == start + moved and obs[0].argmax() == start + moved
+    env = envs.GoalMaze(tasks=[1, 103], max_steps=3, seed=0)    # copy 0: goal next to the start
+    env.reset()
+    obs, rew, term, trunc, info = env.step(np.array([1, 1]))
+    assert term[0] and not trunc[0] and rew[0] == 1.0 and info["success"][0]
+    assert info["score"][0] == 1.0                                  # shortest path: optimal
+    assert info["final_obs"][0].argmax() == 1 and obs[0].argmax() == 0   # auto-reset to the start
+    env.step(np.array([0, 0]))
+    obs, rew, term, trunc, info = env.step(np.array([0, 0]))
+    assert trunc[1] and not term[1] and rew[1] == 0.0 and info["score"][1] == 0.0
+
+
+def test_slip_replaces_the_move_by_one_of_the_other_three():
+    maze = envs.Maze(envs.OPEN_8X8)
+    centre = int(maze.index[4, 4])
+    env = envs.GoalMaze(tasks=np.full(30000, int(maze.index[1, 1])), start=centre, slip=1 / 3, seed=5,
+                         rows=envs.OPEN_8X8)
+    env.reset()
+    env.step(np.zeros(30000, dtype=int))          # everyone asks for "up"
+    moved = env.pos - centre
+    frac = {name: np.mean(moved == d) for name, d in [("up", -8), ("right", 1), ("down", 8), ("left", -1)]}
+    assert abs(frac["up"] - 2 / 3) < 0.015
+    for name in ["right", "down", "left"]:
+        assert abs(frac[name] - 1 / 9) < 0.01
+
+
+def test_single_env_has_the_gymnasium_shape_and_passes_the_conformance_check(monkeypatch):
+    env = envs.SingleEnv(envs.GoalMaze(tasks=[5], seed=0))
+    obs, info = env.reset(seed=3, options={"task": 2})
+    assert obs.shape == env.observation_shape == (104,) and obs.dtype == np.float32
+    assert env.action_space.n == 4
+    obs, r, term, trunc, info = env.step(1)        # goal 2 is two cells right of the start 'S' (cell 0)
+    assert isinstance(r, float) and isinstance(term, bool) and isinstance(trunc, bool)
+    assert not term and r == 0.0
+    obs, r, term, trunc, info = env.step(1)
+    assert term and r == 1.0 and obs.argmax() == 2   # no auto-reset in the single env
+    with pytest.raises(RuntimeError):
+        env.step(1)
+    rooms = envs.RoomTasks(3)
+    for env in [envs.GoalMaze(tasks=[50], seed=0), envs.GoalMaze(tasks=[50], start=None, slip=1 / 3, seed=0),
+                envs.BanditTasks().make([1], "test", seed=0), rooms.make(rooms.test_tasks[:1], "test", seed=0)]:
+        envs.check_env(envs.SingleEnv(env))
+    monkeypatch.setattr(envs.GoalMaze, "_observe", lambda self: self._eye[self.pos].astype(np.float64))
+    with pytest.raises(AssertionError, match="float32"):                       # and the check can fail
+        envs.check_env(envs.SingleEnv(envs.GoalMaze(tasks=[50], seed=0)))
+
+
+def test_bandits_split_pay_the_right_mark_and_best_paths_avoid_the_other():
+    fam = envs.BanditTasks()
+    env = fam.make(np.zeros(2000, dtype=int), "train", seed=0)
+    env.reset()
+    assert not (env.marks[:, 0] == env.marks[:, 1]).any() and not (env.marks == env.pos[:, None]).any()
+    env.pos[:] = env.marks[:, 1]                  # put every copy on the unpaid mark
+    ended, paid = env._outcome()
+    assert ended.all() and not paid.any()
+    # observation: position, then offsets to mark 0 and mark 1
+    obs = env._observe()
+    rc = env.maze.cells / np.array([10, 10])
+    assert np.allclose(obs[:, 4:6], rc[env.marks[:, 1]] - rc[env.pos], atol=1e-6)
+    train, val, test = ({tuple(p) for p in fam.pairs[k]} for k in ("train", "validation", "test"))
+    assert train and val and test and not train & test and not train & val and not val & test
+    env = fam.make(np.ones(300, dtype=int), "test", seed=1)
+    env.reset()
+    assert all(tuple(sorted(m)) in test for m in env.marks)
+    # on the open grid the shortest way round the unpaid mark is the Manhattan distance, plus 2 when
+    # the mark lies on the one straight line between the agent and the paying mark
+    (r, c), (br, bc), (gr, gc) = (env.maze.cells[x].T for x in (env.pos, env.marks[:, 0], env.marks[:, 1]))
+    between = lambda x, lo, hi: (np.minimum(lo, hi) < x) & (x < np.maximum(lo, hi))
+    blocked = ((r == gr) & (br == r) & between(bc, c, gc)) | ((c == gc) & (bc == c) & between(br, r, gr))
+    assert np.array_equal(env.best, np.abs(r - gr) + np.abs(c - gc) + 2 * blocked) and blocked.any()
 
 
 def test_the_papers_reward_pays_every_step_on_the_goal_and_never_ends_there():
@@ -755,143 +743,19 @@ def test_the_papers_reward_pays_every_step_on_the_goal_and_never_ends_there():
         envs.GoalMaze([2], rows=rows, reward="stay")
 
 
-MY_MAZE = """\
-###########
-#S....#...#
-#.###.#.#.#
-#...#...#.#
-###.#####.#
-#.........#
-###########
-"""
-
-
 def test_maze_file_parsing(tmp_path):
-    f = tmp_path / "maze.txt"
-    f.write_text(MY_MAZE)
+    f, maze = tmp_path / "maze.txt", "#####\n#S..#\n#.#.#\n#...#\n#####\n"
+    f.write_text(maze)
     rows = envs.read_maze(str(f))
-    assert len(rows) == 7 and envs.Maze(rows).start == 0
-    f.write_text(MY_MAZE.replace("#S...", "#S.x."))
-    with pytest.raises(ValueError, match="line 2, column 4: 'x'"):
-        envs.read_maze(str(f))
-    f.write_text(MY_MAZE.replace("#...#...#.#", "#...#...#.##"))
-    with pytest.raises(ValueError, match="line 4 has 12 characters"):
-        envs.read_maze(str(f))
-
-
-def _watch_meta_round(monkeypatch, cfg, rounds=2):
-    """meta_round run `rounds` times on Four Rooms, with spies on the runner and on update: what it did,
-    as a list of events per round, and the sub-policies."""
-    fam = envs.GoalTasks()
-    rng = np.random.default_rng(0)
-    subs = mlsh.Net.new(rng, cfg.subpolicies, fam, fam.n_actions, cfg, cfg.sub_lr, 0.01)
-    runner = mlsh.Runner(fam.make(np.zeros(cfg.tasks * cfg.copies, dtype=int), seed=1), cfg.tasks)
-    events, real_run, real_set, real_update = [], runner.run, runner.set_tasks, mlsh.update
-
-    def set_tasks(tasks):
-        events.append(("tasks", np.array(tasks)))
-        real_set(tasks)
-
-    def run(agent, S, rng):
-        ro = real_run(agent, S, rng)
-        events.append(("run", agent, S, agent.master.opt.t, ro))
-        return ro
-
-    def update(agent, ro, cfg, rng, train_subs=False):
-        before = {k: v.copy() for k, v in subs.p.items()}
-        real_update(agent, ro, cfg, rng, train_subs=train_subs)
-        events.append(("update", agent, ro, train_subs,
-                       any(not np.array_equal(before[k], subs.p[k]) for k in before)))
-
-    runner.set_tasks, runner.run = set_tasks, run
-    monkeypatch.setattr(mlsh, "update", update)
-    out = []
-    for _ in range(rounds):
-        events.clear()
-        rec = mlsh.meta_round(cfg, fam, runner, subs, rng)
-        out.append((list(events), rec))
-    return fam, subs, out
-
-
-def test_meta_round_samples_tasks_and_resets_the_master(monkeypatch):
-    cfg = mlsh.Config(tasks=3, copies=2, warmup=2, joint=3, hidden=8)
-    fam, subs, rounds = _watch_meta_round(monkeypatch, cfg)
-    M, E, K = cfg.tasks, cfg.copies, cfg.subpolicies
-    agents, drawn = [], []
-    for events, _ in rounds:
-        tasks = [e[1] for e in events if e[0] == "tasks"]
-        assert len(tasks) == 1 and events[0][0] == "tasks", \
-            "meta_round: a round starts by giving the runner new tasks, once (runner.set_tasks)"
-        t = tasks[0]
-        assert t.shape == (M * E,) and (t.reshape(M, E) == t[::E, None]).all(), \
-            (f"meta_round: cfg.tasks = {M} tasks, each on cfg.copies = {E} neighbouring copies "
-             f"(copy i runs task i // E, learner i // E's): the runner got {t.tolist()}")
-        assert set(t) <= set(fam.train_tasks), "meta_round: tasks come from the training tasks (family.sample)"
-        drawn.append(t[::E].tolist())
-        runs = [e for e in events if e[0] == "run"]
-        agent = runs[0][1]
-        assert all(e[1] is agent for e in runs), "meta_round: one agent (one master per task) for the whole round"
-        agents.append(agent)
-        assert runs[0][3] == 0 and agent.master.G == M and agent.master.p[f"b{cfg.layers}"].shape[-1] == K, \
-            (f"meta_round: each round starts a fresh master θ (new weights and a new optimiser): "
-             f"{M} networks, one per task, over K = {K} choices")
-        assert agent.subs is subs, "meta_round: the masters choose among the shared sub-policies `subs`, φ itself"
-        assert agent.macro == cfg.macro, \
-            f"meta_round: a master decision lasts N = cfg.macro = {cfg.macro} steps; the agent has {agent.macro}"
-        assert agent.critic is not None, "meta_round: φ is trained, so the agent needs its per-task critics"
-        assert agent.master.opt.lr == cfg.master_lr, \
-            f"meta_round: θ learns at cfg.master_lr = {cfg.master_lr}; its Adam step is {agent.master.opt.lr}"
-        assert all(e[2] == cfg.steps for e in runs), "meta_round: every iteration runs S = cfg.steps steps"
-    assert agents[0] is not agents[1], "meta_round: θ is reset every round: a new agent, not the last round's"
-    assert drawn[0] != drawn[1], "meta_round: every round draws new tasks"
-
-
-def test_meta_round_trains_the_sub_policies_only_after_the_warmup(monkeypatch):
-    for W, U in [(2, 3), (0, 2)]:
-        cfg = mlsh.Config(tasks=3, copies=2, warmup=W, joint=U, hidden=8)
-        _, _, rounds = _watch_meta_round(monkeypatch, cfg)
-        for events, rec in rounds:
-            runs = [e for e in events if e[0] == "run"]
-            updates = [e for e in events if e[0] == "update"]
-            assert len(runs) == len(updates) == W + U, \
-                (f"meta_round: W + U = {W} + {U} iterations, each a rollout then an update; got "
-                 f"{len(runs)} rollouts and {len(updates)} updates")
-            assert all(u[2] is r[4] for r, u in zip(runs, updates)), \
-                "meta_round: each update learns from the rollout just run"
-            phases = [u[3] for u in updates]
-            assert phases == [False] * W + [True] * U, \
-                (f"meta_round: the first W = {W} iterations update θ alone (train_subs=False), the next "
-                 f"U = {U} θ and φ (train_subs=True); got train_subs {phases}")
-            assert all(u[4] == u[3] for u in updates), "meta_round: φ changes in the joint iterations only"
-            success = [float(r[4].success.mean()) for r in runs]
-            assert rec["warmup_success"] == (success[W - 1] if W else None), \
-                (f"meta_round: warmup_success is the mean success of the last warmup iteration "
-                 f"(None when W = 0): {success[W - 1] if W else None}, got {rec['warmup_success']}")
-            assert rec["joint_success"] == success[-1], \
-                f"meta_round: joint_success is the last iteration's mean success, {success[-1]}"
-            usage = np.mean([r[4].usage for r in runs], axis=0).round(3).tolist()
-            assert rec["usage"] == usage, \
-                f"meta_round: usage is each sub-policy's share of the steps over the round's iterations: {usage}"
-
-
-
-
-def test_environments_pass_the_conformance_check():
-    envs.check_env(envs.SingleEnv(envs.GoalMaze(tasks=[50], seed=0)))
-    envs.check_env(envs.SingleEnv(envs.GoalMaze(tasks=[50], start=None, slip=1 / 3, seed=0)))
-    envs.check_env(envs.SingleEnv(envs.BanditTasks().make([1], "test", seed=0)))
-    rooms = envs.RoomTasks(3)
-    envs.check_env(envs.SingleEnv(rooms.make(rooms.test_tasks[:1], "test", seed=0)))
-
-
-def test_the_conformance_check_can_fail(monkeypatch):
-    monkeypatch.setattr(envs.GoalMaze, "_observe", lambda self: self._eye[self.pos].astype(np.float64))
-    with pytest.raises(AssertionError, match="float32"):
-        envs.check_env(envs.SingleEnv(envs.GoalMaze(tasks=[50], seed=0)))
+    assert len(rows) == 5 and envs.Maze(rows).start == 0 and envs.Maze(rows).n_cells == 8
+    for bad, says in [(maze.replace("#S..", "#S.x"), "line 2, column 4: 'x'"),
+                      (maze.replace("#.#.#", "#.#.##"), "line 3 has 6 characters")]:
+        f.write_text(bad)
+        with pytest.raises(ValueError, match=says):
+            envs.read_maze(str(f))
 
 
 def test_randomness_only_from_explicit_generators():
-    import re
     for path in [mlsh.__file__, envs.__file__]:
         src = open(path).read()
         calls = set(re.findall(r"np\.random\.(\w+)", src))
@@ -899,6 +763,15 @@ def test_randomness_only_from_explicit_generators():
         assert "import random" not in src
 
 
+# ---- Learning (fixed seeds), and every exercise inside the real pipeline -------------------------
+
+def test_flat_ppo_solves_a_four_rooms_goal():
+    cfg = mlsh.Config(eval_iters=12, eval_seeds=1)
+    fam = envs.GoalTasks()
+    fam.test_tasks = fam.test_tasks[:2]
+    score, success, _ = mlsh.fine_tune(cfg, fam, mlsh.flat(cfg, fam, 0.03), mlsh.stream(cfg.seed, "fine_tune"))
+    assert success[:, :2].mean() < 0.5              # it did not start out solved
+    assert success[:, -3:].mean() > 0.9 and score[:, -3:].mean() > 0.7
 
 
 def test_mlsh_beats_flat_on_bandits():
@@ -913,73 +786,6 @@ def test_mlsh_beats_flat_on_bandits():
     results = {(name, lr): score for name, lr, score, _, _ in mlsh.evaluate(cfg, fam, subs)}
     mlsh_curve, flat_curve = results["mlsh", cfg.master_lr], results["flat", 0.03]
     assert mlsh_curve.mean() > 1.3 * flat_curve.mean()
-
-
-# ---------------------------------------------------------------------------
-# Each exercise's whole contract: every input form, every weight, randomness from its generator
-# ---------------------------------------------------------------------------
-
-def test_gae_takes_a_discount_per_step_and_float_masks():
-    rew, val, next_val, term, end = _gae_case(S=30, n=4, seed=5)
-    gamma = np.random.default_rng(6).uniform(0.5, 1.0, rew.shape)   # (S, n): the options master's gamma^k
-    lam = 0.9
-    expected, running = np.zeros_like(rew), np.zeros(rew.shape[1])
-    for t in reversed(range(len(rew))):                              # the plain loop, one stream at a time
-        for i in range(rew.shape[1]):
-            delta = rew[t, i] + gamma[t, i] * (0.0 if term[t, i] else next_val[t, i]) - val[t, i]
-            running[i] = delta + (0.0 if end[t, i] else gamma[t, i] * lam * running[i])
-            expected[t, i] = running[i]
-    for masks, what in [((term, end), "boolean masks"),
-                        ((term.astype(float), end.astype(float)), "float masks (master_transitions passes them)")]:
-        try:
-            adv = mlsh.gae(rew, val, next_val, *masks, gamma, lam)
-        except Exception as e:
-            raise AssertionError(f"gae fails on a discount per step (an (S, n) gamma) with {what}: "
-                                 f"{type(e).__name__}: {e}") from None
-        assert np.shape(adv) == rew.shape and np.allclose(adv, expected, atol=1e-9), \
-            (f"gae with gamma an (S, n) array (a discount for every step and stream) and {what} is off: "
-             f"is gamma[t] used at step t, for the bootstrap and for the recursion alike?")
-
-
-def test_ppo_loss_weights_every_term_the_entropy_too():
-    logits, act, old_logp, adv, w = _ppo_case(seed=4, G=2, B=12)
-    w[:, :4] = 0.0                                          # zero-padded rows, as group() makes them
-    w /= w.sum(1, keepdims=True)
-    for ent in (0.0, 0.3):
-        loss, dlogits = mlsh.ppo_loss(logits, act, old_logp, adv, w, 0.2, ent)
-        logp_all = mlsh.log_softmax(logits)
-        p = np.exp(logp_all)
-        ratio = np.exp(np.take_along_axis(logp_all, act[..., None], -1)[..., 0] - old_logp)
-        sur = np.minimum(ratio * adv, np.clip(ratio, 0.8, 1.2) * adv)
-        H = -(p * logp_all).sum(-1)
-        assert np.allclose(loss, -(w * (sur + ent * H)).sum(-1), atol=1e-10), \
-            (f"ppo_loss with ent_coef {ent}: the loss is not - sum_i w_i (surrogate_i + ent_coef H_i); "
-             f"every term, the entropy bonus too, is weighted by the sample weights w")
-        assert np.abs(dlogits[:, :4]).max() == 0, \
-            (f"ppo_loss with ent_coef {ent}: rows of weight 0 (padding) must get no gradient, the "
-             f"entropy bonus's included")
-
-
-def _meta_round_from(seed):
-    """A fresh setup whose randomness all comes from one generator, and one meta_round on it."""
-    cfg = mlsh.Config(tasks=3, copies=2, warmup=1, joint=2, steps=16, hidden=8)
-    fam = envs.GoalTasks(max_steps=16)
-    rng = np.random.default_rng(seed)
-    subs = mlsh.Net.new(rng, cfg.subpolicies, fam, fam.n_actions, cfg, cfg.sub_lr, 0.01)
-    runner = mlsh.Runner(fam.make(np.zeros(cfg.tasks * cfg.copies, dtype=int), seed=mlsh.child_seed(rng)),
-                         cfg.tasks)
-    rec = mlsh.meta_round(cfg, fam, runner, subs, rng)
-    return rec, subs, runner.env.tasks.copy()
-
-
-def test_meta_round_draws_its_randomness_from_its_generator():
-    (rec_a, subs_a, tasks_a), (rec_b, subs_b, _) = _meta_round_from(7), _meta_round_from(7)
-    assert rec_a == rec_b and all(np.array_equal(subs_a.p[k], subs_b.p[k]) for k in subs_a.p), \
-        ("meta_round from the same generator twice gives two results: draw every random number from the "
-         "generator it is given (and the env's), never from a new or the global one")
-    _, subs_c, tasks_c = _meta_round_from(8)
-    assert not np.array_equal(tasks_a, tasks_c), \
-        "meta_round drew the same tasks from two different generators: sample them with the rng it is given"
 
 
 def _pipeline_step():
@@ -1004,25 +810,6 @@ def _pipeline_step():
             "the pipeline's weights became NaN or infinite after one round and one iteration"
 
 
-def test_mlp_backward_runs_in_the_pipeline():
-    _pipeline_step()
-
-
-def test_ppo_loss_runs_in_the_pipeline():
-    _pipeline_step()
-
-
-def test_gae_runs_in_the_pipeline():
-    _pipeline_step()
-
-
-def test_master_transitions_runs_in_the_pipeline():
-    _pipeline_step()
-
-
-def test_meta_round_runs_in_the_pipeline():
-    _pipeline_step()
-
-
-def test_bfs_distances_runs_in_the_pipeline():
-    _pipeline_step()
+# each exercise's check (-k <name>) runs one tiny step of the pipeline: an answer that breaks the program fails it
+for _name in ("mlp_backward", "ppo_loss", "gae", "master_transitions", "meta_round", "bfs_distances"):
+    globals()[f"test_{_name}_runs_in_the_pipeline"] = _pipeline_step

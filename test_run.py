@@ -21,10 +21,27 @@ import mlsh
 import run
 import settings
 import store
-from test_mlsh import MY_MAZE, _fixed_skills
 
 HERE = Path(__file__).resolve().parent
 PROGRAM = ["mlsh.py", "envs.py", "run.py", "settings.py", "store.py", "measures.py", "plots.py"]   # what runs
+MY_MAZE = """\
+###########
+#S....#...#
+#.###.#.#.#
+#...#...#.#
+###.#####.#
+#.........#
+###########
+"""
+
+
+def _fixed_skills(fam, actions, hidden=8):
+    """Sub-policies that always take one action each, whatever they see (a huge bias on that action)."""
+    p = mlsh.mlp_init(np.random.default_rng(0), len(actions), [fam.obs_dim, hidden, 4], dtype=np.float64)
+    p["W1"][:] = 0.0
+    p["b1"][:] = -50.0
+    p["b1"][np.arange(len(actions)), 0, actions] = 50.0
+    return mlsh.Net(p, 0.0)
 
 
 def test_rooms_preset_scales_the_episode_with_the_maze():
@@ -317,8 +334,6 @@ def test_quick_and_maze_runs_have_folders_of_their_own(tmp_path):
                          (["--preset", "paper"], "paper")]:
         cfg, _ = run.parse_args(argv)
         assert store.default_out(cfg, quick=False).endswith(os.path.join("runs", folder))
-
-
 
 
 def test_your_own_maze_runs_end_to_end_with_figures(tmp_path):
