@@ -109,10 +109,11 @@ def check_flags(flags):
     return cfg
 
 
-def default_folder(cfg, grid):
+def default_folder(cfg, grid, quick):
     """runs/sweep-<what> (runs/grid-<what> for a grid) beside sweep.py, <what> named as mlsh.py names
-    its run's folder: the preset, or maze-<file name>."""
-    what = os.path.basename(store.default_out(cfg, quick=False))
+    its run's folder: the preset, or maze-<file name>, with -quick added for --quick (a smoke test
+    never takes a real sweep's folder)."""
+    what = os.path.basename(store.default_out(cfg, quick))
     return os.path.join(HERE, "runs", f"{'grid' if grid else 'sweep'}-{what}")
 
 
@@ -164,10 +165,7 @@ def plan(seeds, cfg, out):
             done[s] = res
         elif os.path.isfile(ckpt):
             try:
-                saved = store.load_checkpoint(ckpt, dataclasses.replace(cfg, seed=s), family, resume=True)
-                if len(saved["history"]) > cfg.rounds:
-                    raise ValueError(f"checkpoint {ckpt} has {len(saved['history'])} rounds, more than --rounds "
-                                     f"{cfg.rounds}")
+                store.load_checkpoint(ckpt, dataclasses.replace(cfg, seed=s), family, resume=True)
             except ValueError as e:
                 raise BadInput(f"{e}; it cannot be resumed here: choose another --out, or move {folder} away") from None
             todo.append((s, ["--load", ckpt]))
@@ -369,13 +367,22 @@ def table(rows, s):
     return "\n".join(lines) + "\n\n" + summary_line(s) + "\n" + ratio_line(s)
 
 
+QUICK_NOTE = "--quick: a smoke test; these numbers say nothing about MLSH"
+
+
 def write_summary(out, runs, flags, config, log=print):
-    """sweep.json, sweep.md, sweep.png and curves.png in `out` from {seed: results}; prints the table."""
+    """sweep.json, sweep.md, sweep.png and curves.png in `out` from {seed: results}; prints the table.
+    Runs made with --quick say so in the table's first line and in the figures' titles."""
     rows = [row(s, runs[s]) for s in sorted(runs)]
     s = summary(rows)
+    quick = any(res.get("quick") for res in runs.values())
     command = shlex.join(["python", "mlsh.py", *flags])
-    store.write_json(os.path.join(out, "sweep.json"), {"flags": flags, "config": config, "runs": rows, "summary": s})
-    text = f"`{command} --seed S`, seeds {', '.join(str(r['seed']) for r in rows)}\n\n{table(rows, s)}"
+    os.makedirs(out, exist_ok=True)
+    store.write_json(os.path.join(out, "sweep.json"), {"flags": flags, "config": config, "runs": rows, "summary": s,
+                                                       "quick": quick})
+    text = (f"**{QUICK_NOTE}**\n\n" * quick + f"`{command} --seed S`, seeds {', '.join(str(r['seed']) for r in rows)}"
+            f"\n\n{table(rows, s)}")
+    command += f"\n({QUICK_NOTE})" * quick
     store.write_text(os.path.join(out, "sweep.md"), text)
     if s["n"]:
         plots.plot_seeds(os.path.join(out, "sweep.png"), rows, command)
@@ -417,11 +424,12 @@ def write_grid(out, grid, cells, runs, flags, log=print):
                for m in METHODS}
         table.append({"values": dict(v.split("=") for v in label.split()), "folder": folder, **auc,
                       "summary": summary(rows)})
+    os.makedirs(out, exist_ok=True)
     store.write_json(os.path.join(out, "grid.json"), {"flags": flags, "grid": grid, "cells": table})
     names = [name for name, _ in grid]
     shown = [m for m in METHODS if any(c[m] is not None for c in table)]
     show = lambda a: "-" if a is None else f"{a[0]:.3f} [{a[1][0]:.3f}, {a[1][1]:.3f}]"
-    lines = [f"`python mlsh.py {shlex.join(flags)} --seed S` over " + ", ".join(f"--{n} {' / '.join(v)}" for n, v in grid),
+    lines = [f"**{QUICK_NOTE}**\n" * ("--quick" in flags) + f"`python mlsh.py {shlex.join(flags)} --seed S` over " + ", ".join(f"--{n} {' / '.join(v)}" for n, v in grid),
              "", "| " + " | ".join(names + [METHODS[m] for m in shown]) + " | MLSH minus flat | MLSH / flat "
              "| MLSH above flat | at least twice flat |", "|" + " --- |" * (len(names) + len(shown) + 4)]
     for c in table:
@@ -488,7 +496,7 @@ def main(argv=None):
         seeds = parse_seeds(args.seeds)
         grid = parse_grid(args.grid, flags) if args.grid else []
         cells = [(label, f, check_flags(f)) for label, f in grid_cells(grid, flags)]
-        out = os.path.abspath(args.out or default_folder(cells[0][2], grid))
+        out = os.path.abspath(args.out or default_folder(cells[0][2], grid, "--quick" in flags))
         cells = [(label, f, cfg, os.path.join(out, label.replace("=", "-").replace(" ", "_")))
                  for label, f, cfg in cells]
         for *_, folder in cells:

@@ -117,8 +117,28 @@ def test_the_flags_a_sweep_prints_give_its_settings_back(argv, flags):
 
 def test_a_sweep_has_a_folder_of_its_own_per_kind_of_run():
     for argv, grid, folder in [([], False, "sweep-fourrooms"), (["--maze", "mazes/example.txt"], False,
-                               "sweep-maze-example"), (["--env", "bandits"], True, "grid-bandits")]:
-        assert sweep.default_folder(run.parse_args(argv)[0], grid).endswith(os.path.join("runs", folder))
+                               "sweep-maze-example"), (["--env", "bandits"], True, "grid-bandits"),
+                               (["--quick"], False, "sweep-fourrooms-quick")]:
+        assert sweep.default_folder(run.parse_args(argv)[0], grid, "--quick" in argv).endswith(
+            os.path.join("runs", folder))
+
+
+def test_a_quick_sweep_leaves_a_real_sweeps_folder_as_it_was(swept, tmp_path):
+    here = Path(__file__).resolve().parent
+    for f in ["sweep.py", "mlsh.py", "envs.py", "run.py", "settings.py", "store.py", "measures.py", "plots.py"]:
+        (tmp_path / f).write_text((here / f).read_text())
+    real = tmp_path / "runs" / "sweep-fourrooms"                 # a real sweep's folder, with a finished seed
+    (real / "seed-0").mkdir(parents=True)
+    (real / "seed-0" / "results.json").write_text((swept / "hand-0" / "results.json").read_text())
+    before = {p: p.read_bytes() for p in real.rglob("*") if p.is_file()}
+    r = subprocess.run([sys.executable, "sweep.py", "--seeds", "0", "--quick"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert {p: p.read_bytes() for p in real.rglob("*") if p.is_file()} == before
+    quick = tmp_path / "runs" / "sweep-fourrooms-quick"
+    assert (quick / "seed-0" / "results.json").exists() and "--quick: a smoke test" in r.stdout
+    assert (quick / "sweep.md").read_text().startswith("**--quick: a smoke test; these numbers say nothing about MLSH**")
+    assert json.loads((quick / "sweep.json").read_text())["quick"] is True
 
 
 def test_seed_lists():
