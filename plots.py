@@ -79,7 +79,7 @@ def plot_episode(plt, path, maze, ep, colours):
                 lw=1.5 if primitive else 3, ls=":" if primitive else "-", solid_capstyle="round")
     decided = [t for t in ep["decisions"] if t > 0 and ep["active"][t] < ep["K"]]   # where a skill began
     ax.scatter(rc[decided, 1], rc[decided, 0], s=60, facecolors="white", edgecolors="black", zorder=3,
-               label="the master chose a sub-policy" if decided else None)
+               label="a decision of the master: a sub-policy" if decided else None)
     ax.scatter(rc[0, 1], rc[0, 0], marker="s", s=120, color="green", zorder=3, label="start")
     names = {"G": "goal", "$": "the mark that pays", "0": "the other mark", "1": "the other mark"}
     for cell, ch in ep["landmarks"].items():
@@ -99,14 +99,19 @@ def plot_episode(plt, path, maze, ep, colours):
 
 def plot_reach(plt, path, maze, maps, held, start):
     """reach()'s maps over the maze: per goal cell, a random walk's and a random master's chance of
-    meeting it, and the best master's score; the held-out goals framed."""
-    panels = [("walk_visit", "a random walk meets the goal\n(flat PPO at its start)"),
-              ("master_visit", "a random master over the skills\nmeets the goal (a fresh master)"),
-              ("best_score", "the best master's score with\nthese skills (what MLSH can reach)")]
+    meeting it, and the best score of a master over the skills alone (the paper's); the held-out goals
+    framed. A master that may also take single moves can always take the shortest path, so its best
+    (all 1 under the reach reward) is a number in the last title, not a panel of its own."""
+    alone = maps.get("skills_only", maps)                      # with single moves, the skills alone
+    both = (f"\n(a master with single moves too: {np.nanmean(maps['best_score'][held]):.2f})"
+            if "skills_only" in maps else "")
+    panels = [(maps["walk_visit"], "a random walk meets the goal\n(flat PPO at its start)", ""),
+              (maps["master_visit"], "a random master meets the goal\n(a fresh master)", ""),
+              (alone["best_score"], "the best master's score with the\nskills alone (what they allow)", both)]
     fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.6))
-    for ax, (key, title) in zip(axes, panels):
+    for ax, (values, title, more) in zip(axes, panels):
         grid = np.full(maze.free.shape, np.nan)
-        grid[maze.cells[:, 0], maze.cells[:, 1]] = maps[key]
+        grid[maze.cells[:, 0], maze.cells[:, 1]] = values
         im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1)
         ax.imshow(np.where(maze.free, np.nan, 1.0), cmap="Greys", vmin=0, vmax=1.6)
         for g in held:
@@ -116,8 +121,7 @@ def plot_reach(plt, path, maze, maps, held, start):
         if start is not None:
             r, c = maze.cells[start]
             ax.text(c, r, "S", ha="center", va="center", color="black", fontweight="bold")
-        ax.set_title(f"{title}\nheld-out goals (red): mean {np.nanmean(maps[key][held]):.2f}",
-                     fontsize=9)
+        ax.set_title(f"{title}\nheld-out goals (red): mean {np.nanmean(values[held]):.2f}{more}", fontsize=9)
         ax.set(xticks=[], yticks=[])
     fig.colorbar(im, ax=axes, shrink=0.8,
                  label="chance of meeting the goal (left, middle);\nnormalised return (right)")
