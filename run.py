@@ -6,8 +6,10 @@ and a run from start to end (main). It imports the algorithm (mlsh.py); the algo
 import argparse
 import dataclasses
 import inspect
+import json
 import os
 import re
+import shlex
 import sys
 import time
 import zlib
@@ -19,8 +21,8 @@ import plots
 import store
 from measures import bench, reach, skills_alone, summarise
 from mlsh import Net, Runner, stream
-from settings import (FAMILIES, METHODS, PRESETS, TASK_FIELDS, Settings, check_config, make_family,
-                      rooms_budget)
+from settings import (FAMILIES, METHODS, PRESETS, TASK_FIELDS, Settings, cannot_act, check_config, make_family,
+                      odd, rooms_budget)
 
 
 QUICK = dict(rounds=2, tasks=2, warmup=2, joint=2, copies=4, eval_iters=3, eval_seeds=1, flat_lrs=(3e-3,))
@@ -33,7 +35,8 @@ RUN_OPTIONS = [  # flags that change what is shown or kept, not what is learned
     ("--no-plots", "do not write the PNG figures"),
     ("--render", "print an episode of a trained master on a held-out task, as text"),
     ("--eval-only", "evaluate the sub-policies of --load FILE without meta-training"),
-    ("--replace", "write over a run of other settings in the output folder"),
+    ("--replace", "write over the run in the output folder (without it, the same command carries a stopped "
+                  "run on, leaves a finished one as it is, and refuses a run of other settings)"),
 ]
 
 
@@ -92,7 +95,7 @@ def parse_args(argv=None):
             p.add_argument(flag, type=type(f.default), default=None, help=h)
     for flag, h in RUN_OPTIONS:
         p.add_argument(flag, action="store_true", help=h)
-    p.add_argument("--load", metavar="FILE", help="a checkpoint.npz: resume meta-training from it "
+    p.add_argument("--load", metavar="FILE", help="a checkpoint.npz: carry its meta-training on, to --rounds "
                                                   "(or, with --eval-only, only evaluate it)")
     args = vars(p.parse_args(argv))
     opts = argparse.Namespace(**{k: args.pop(k) for k in ["quick", "bench", "quiet", "no_plots",
@@ -118,9 +121,12 @@ def parse_args(argv=None):
         if isinstance(f.default, tuple) and f.name in values:
             values[f.name] = tuple(values[f.name])
     cfg = Settings(**values)
-    problems = check_config(cfg)
+    given = [k for k, v in {**args, **vars(opts)}.items() if v not in (None, False)]
+    problems = check_config(cfg) + cannot_act(cfg, opts, given)
     if problems:
-        p.error("; ".join(problems))                     # exit code 2, before anything is trained
+        p.error("; ".join(problems))                     # exit code 2, before anything is written
+    for warning in odd(cfg):
+        print(f"mlsh: warning: {warning}", file=sys.stderr)
     return cfg, opts
 
 
@@ -159,11 +165,13 @@ def progress(cfg, log):
 
 def meta_train(cfg, family, ckpt, resume, log):
     """mlsh.meta_train, from the checkpoint `resume` when given (else afresh), saving the
-    checkpoint and printing the progress line after every round. Returns φ and the round records."""
-    rng, subs, runner, history = stream(cfg.seed, "meta_train"), None, None, []
+    checkpoint and printing the progress line after every round. Returns φ, the round records and
+    the seconds meta-training took in all (over every run that carried it on)."""
+    rng, subs, runner, history, before = stream(cfg.seed, "meta_train"), None, None, [], 0.0
+    t0 = time.time()
     if resume is not None:   # φ, its optimiser and both generators as saved
         subs = Net(resume["subs"], cfg.sub_lr, family.one_hot)
-        subs.opt, history = resume["opt"], resume["history"]
+        subs.opt, history, before = resume["opt"], resume["history"], resume["seconds"]
         runner = Runner(family.make(np.zeros(cfg.tasks * cfg.copies, dtype=int), "train"), cfg.tasks)
         rng.bit_generator.state = resume["rng"]
         runner.env.rng.bit_generator.state = resume["env_rng"]
@@ -171,9 +179,9 @@ def meta_train(cfg, family, ckpt, resume, log):
     for subs, runner, rec in mlsh.meta_train(cfg, family, rng, subs, runner, done=len(history)):
         history.append(rec)
         finite(f"the sub-policies' weights in round {rec['round']}", subs.p)
-        store.save_checkpoint(ckpt, cfg, family, subs, history, rng, runner.env.rng)
+        store.save_checkpoint(ckpt, cfg, family, subs, history, rng, runner.env.rng, before + time.time() - t0)
         line(rec)
-    return subs, history
+    return subs, history, before + time.time() - t0
 
 
 def evaluations(cfg, family, subs, path, key, kept):
@@ -265,15 +273,21 @@ def skills_table(skills):
 
 
 def stopped(argv, ckpt, kept):
-    """After Ctrl-C: say what is kept and the command that carries on (this one, loading the run's
-    own checkpoint when it meta-trains), and exit with 130."""
+    """After Ctrl-C: say what is kept and the command that carries on, and exit with 130. The same
+    command carries on (kept_run); one that loaded another run's checkpoint, from this run's own."""
     args = list(argv if argv is not None else sys.argv[1:])
-    if ckpt:
-        if "--load" in args:                                       # drop an earlier --load FILE
-            del args[args.index("--load"):args.index("--load") + 2]
-        args += ["--load", ckpt]
-    print(f"\ninterrupted: {kept}\nresume with: python mlsh.py {' '.join(args)}")
+    if ckpt and "--load" in args:
+        args[args.index("--load") + 1] = ckpt
+    print(f"\ninterrupted: {kept}\nresume with: python mlsh.py {shlex.join(args)}")
     raise SystemExit(130)
+
+
+def finished(out):
+    """A finished run of these settings is in `out`: show its table, say where it is, train nothing."""
+    with open(os.path.join(out, "results.json")) as f:
+        results = json.load(f)["methods"]
+    print(f"a finished run of these settings is in {out}: nothing to do (give --replace to run it again)\n\n"
+          f"{table(results)}\n\n(from {os.path.join(out, 'results.json')})")
 
 
 def main(argv=None):
@@ -282,19 +296,24 @@ def main(argv=None):
     if opts.bench:
         bench(cfg)
         return
-    try:
+    out = os.path.abspath(cfg.out or store.default_out(cfg, opts.quick))
+    ckpt = os.path.join(out, "checkpoint.npz")
+    try:                                   # every check before anything is written
         family = make_family(cfg)
-        out = os.path.abspath(cfg.out or store.default_out(cfg, opts.quick))
-        clash = None if opts.replace else store.other_run(out, cfg, opts)
-        if clash:
-            raise ValueError(clash)
+        state = store.kept_run(out, cfg, opts)
         store.check_writable(out)
-        resume = (store.load_checkpoint(opts.load, cfg, family, resume=not opts.eval_only)
-                  if opts.load else None)
+        load = opts.load or (ckpt if state == "interrupted" and not opts.eval_only else None)
+        resume = store.load_checkpoint(load, cfg, family, resume=not opts.eval_only) if load else None
     except ValueError as e:
         print(f"mlsh: {e}", file=sys.stderr)
         raise SystemExit(2)
-    ckpt = os.path.join(out, "checkpoint.npz")
+    if state == "finished":
+        return finished(out)
+    if resume is not None and not opts.eval_only:
+        n = len(resume["history"])
+        print(f"resuming round {n + 1} of {cfg.rounds} from {load}" if n < cfg.rounds else
+              f"meta-training in {load} is complete ({n} of {cfg.rounds} rounds): carrying on with the evaluation")
+    os.makedirs(out, exist_ok=True)
     t0 = time.time()
     where = (f" ({cfg.maze})" if cfg.maze else f" ({cfg.rooms} x {cfg.rooms})" if cfg.env == "rooms"
              else "")
@@ -305,11 +324,12 @@ def main(argv=None):
     if opts.quick:
         log(QUICK_NOTE)
     if opts.eval_only:
-        subs, history = Net(resume["subs"], cfg.sub_lr, family.one_hot), resume["history"]
+        subs, history, t_meta = Net(resume["subs"], cfg.sub_lr, family.one_hot), resume["history"], resume["seconds"]
         log(f"evaluating the sub-policies of {opts.load} ({len(history)} rounds of meta-training)")
     else:
+        done = 0 if resume is None else len(resume["history"])
         try:
-            subs, history = meta_train(cfg, family, ckpt, resume, log)
+            subs, history, t_meta = meta_train(cfg, family, ckpt, resume, log)
         except KeyboardInterrupt:
             stopped(argv, ckpt, f"the last complete round is saved in {ckpt}")
         except FloatingPointError as e:
@@ -318,9 +338,11 @@ def main(argv=None):
             print(f"mlsh: meta-training stopped: {e}; {kept}. Try a smaller learning rate",
                   file=sys.stderr)
             raise SystemExit(2)
-    t_meta = time.time() - t0
-    log(("" if opts.eval_only else f"meta-training took {t_meta:.0f}s; ") +
-        f"fine-tuning a fresh learner on each held-out task, {cfg.eval_seeds} seed(s) each, "
+        log(f"meta-training took {time.time() - t0:.0f}s" + (f" (rounds {done + 1}-{cfg.rounds}; {t_meta:.0f}s in all)"
+                                                           if done else "")
+            if done < cfg.rounds else f"meta-training was complete ({done} rounds, {t_meta:.0f}s)")
+    t1 = time.time()
+    log(f"fine-tuning a fresh learner on each held-out task, {cfg.eval_seeds} seed(s) each, "
         f"{cfg.eval_iters} iterations:")
     kept = os.path.join(out, store.KEPT)
     key = store.kept_key(cfg, subs)
@@ -336,7 +358,7 @@ def main(argv=None):
         print(f"mlsh: evaluation stopped: {e}; the sub-policies are intact in {opts.load or ckpt}. "
               f"Try a smaller learning rate", file=sys.stderr)
         raise SystemExit(2)
-    t_eval = time.time() - t0 - t_meta
+    t_eval = time.time() - t1
     alone = skills_alone(cfg, family, subs)
     held = family.held_out(cfg.eval_split)
     skills = {"tasks": held.tolist(), "success": alone.round(3).tolist(),
@@ -349,7 +371,7 @@ def main(argv=None):
     store.write_json(os.path.join(out, "results.json"),
                {"config": dataclasses.asdict(cfg), "methods": results, "skills_alone": skills,
                 "reach": reached, "meta_training": history,
-                "seconds": {"meta_training": t_meta, "evaluation": t_eval}})
+                "seconds": {"meta_training": t_meta, "evaluation": t_eval}, "quick": opts.quick})
     if os.path.exists(kept):
         os.remove(kept)                                      # results.json holds them now
     ep = (plots.play_episode(family, masters, 0, seed=cfg.seed, split=cfg.eval_split)
@@ -379,7 +401,6 @@ def main(argv=None):
           f"{written[-1]} in {out}")
     if opts.quick:
         print(QUICK_NOTE)
-
 
 
 if __name__ == "__main__":

@@ -66,17 +66,55 @@ def rooms_budget(rooms):
     first multiple of 64 that holds a whole episode."""
     T = envs.RoomTasks.horizon(rooms)
     return dict(max_steps=T, steps=64 * -(-T // 64))
+ACTS = {  # when a setting or run option acts: one given on the command line that cannot act is refused
+    # name: (when it acts, given the settings and the run options; why not, and what to do)
+    "rooms": (lambda c, o: c.env == "rooms", "sets the size of a room maze: add --env rooms"),
+    "maze": (lambda c, o: c.env == "fourrooms", "makes goal tasks on your maze: use it with --env fourrooms"),
+    "random_start": (lambda c, o: c.env != "bandits", "is for goal mazes (fourrooms, rooms); Moving Bandits "
+                                                      "already starts anywhere"),
+    "reward": (lambda c, o: c.env != "bandits", "is for goal mazes (fourrooms, rooms); Moving Bandits pays "
+                                                "for reaching a mark"),
+    "master": (lambda c, o: bool({"mlsh", "random_subs"} & set(c.methods)),
+               "chooses the master that MLSH fine-tunes: add mlsh or random_subs to --methods"),
+    "interrupt": (lambda c, o: c.master == "options" and bool({"mlsh", "random_subs"} & set(c.methods)),
+                  "stops the options master's skills early: it needs --master options and mlsh or random_subs "
+                  "in --methods"),
+    "flat_lrs": (lambda c, o: "flat" in c.methods, "are flat PPO's learning rates: add flat to --methods"),
+    **{name: (lambda c, o: not o.eval_only, "is a setting of meta-training, which --eval-only does not run: "
+                                           "leave it out, or leave out --eval-only")
+       for name in ("rounds", "tasks", "warmup", "joint", "sub_lr", "sub_ent")},
+    "render": (lambda c, o: "mlsh" in c.methods, "prints an episode of MLSH's master: add mlsh to --methods"),
+}
+
+
+def cannot_act(cfg, opts, given):
+    """Why each setting or run option in `given` (the names given on the command line) cannot act in
+    this run (ACTS), as sentences; [] when every one can. A preset's own values are never checked."""
+    flag = lambda name: "--" + name.replace("_", "-")
+    return [f"{flag(name)} {why}" for name in given if name in ACTS
+            for acts, why in [ACTS[name]] if not acts(cfg, opts)]
+
+
+def odd(cfg):
+    """Settings that are legal but probably not meant, as sentences (a warning each, not a refusal)."""
+    return [f"--clip {cfg.clip:g} is 1 or more: the ratio is never clipped below (1 - clip <= 0), only above "
+            f"{1 + cfg.clip:g}, so PPO's clip does little (0.1 to 0.3 is usual)"] if cfg.clip >= 1 else []
+
+
 def check_config(cfg):
     """Every problem with a config, as sentences that say what to do; [] when it is fine."""
     problems = []
     flag = lambda name: "--" + name.replace("_", "-")
     at_least = {1: ["subpolicies", "macro", "hidden", "rounds", "tasks", "joint", "copies", "steps",
                     "epochs", "minibatches", "eval_iters", "eval_seeds", "max_steps"],
-                0: ["warmup", "layers"]}
+                0: ["warmup", "layers", "seed"]}
     for low, names in at_least.items():
         for name in names:
             if getattr(cfg, name) < low:
                 problems.append(f"{flag(name)} is {getattr(cfg, name)}; it must be at least {low}")
+    if cfg.macro > cfg.max_steps >= 1:
+        problems.append(f"--macro {cfg.macro} is longer than an episode (--max-steps {cfg.max_steps}): a master "
+                        f"would decide once per episode; give --macro {cfg.max_steps} or less")
     if not 0 <= cfg.interrupt < 1:
         problems.append(f"--interrupt is {cfg.interrupt}; it is a probability in [0, 1)")
     if not 0 <= cfg.slip < 1:
@@ -121,12 +159,7 @@ def check_config(cfg):
 
 def make_family(cfg):
     """The task distribution the config names: goal cells of a maze, or Moving Bandits."""
-    if cfg.maze and cfg.env != "fourrooms":
-        raise ValueError(f"--maze makes goal tasks on your maze: use it with --env fourrooms, "
-                         f"not {cfg.env}")
     start = None if cfg.random_start else "S"
-    if cfg.env == "bandits" and cfg.reward != "reach":
-        raise ValueError(f"--reward {cfg.reward} is for goal mazes; Moving Bandits pays for reaching a mark")
     if cfg.env == "fourrooms":
         goals = dict(start=start, slip=cfg.slip, max_steps=cfg.max_steps, reward=cfg.reward)
         if not cfg.maze:

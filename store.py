@@ -56,15 +56,17 @@ FREE_ON_RESUME = ("rounds", "eval_iters", "eval_seeds", "flat_lrs", "out", "maze
                   "eval_split", "methods", "master", "interrupt")      # may differ when resuming
 
 
-def save_checkpoint(path, cfg, family, subs, history, rng, env_rng):
-    """Sub-policies, their Adam state, the config, the maze, the round records and both
-    generators' states (meta-training's and its env's), as one .npz of plain arrays."""
+def save_checkpoint(path, cfg, family, subs, history, rng, env_rng, seconds=0.0):
+    """Sub-policies, their Adam state, the config, the maze, the round records, both generators'
+    states (meta-training's and its env's) and the seconds meta-training took so far, as one .npz
+    of plain arrays."""
     arrays = {f"subs.{k}": v for k, v in subs.p.items()}
     arrays.update({f"adam_m.{k}": v for k, v in subs.opt.m.items()})
     arrays.update({f"adam_v.{k}": v for k, v in subs.opt.v.items()})
     arrays["adam_t"] = np.array(subs.opt.t)
     meta = {"config": dataclasses.asdict(cfg), "maze": family.maze.rows,
-            "history": history, "rng": rng.bit_generator.state, "env_rng": env_rng.bit_generator.state}
+            "history": history, "rng": rng.bit_generator.state, "env_rng": env_rng.bit_generator.state,
+            "seconds": seconds}
     save_npz(path, arrays, meta)
 
 
@@ -105,10 +107,13 @@ def load_checkpoint(path, cfg, family, resume):
     if diffs:
         raise ValueError(f"checkpoint {path} does not fit this run: {diffs}. "
                          f"Give the flags it was trained with, or train anew without --load")
+    if resume and len(meta["history"]) > cfg.rounds:     # carrying on never shortens a run's history
+        raise ValueError(f"checkpoint {path} holds {len(meta['history'])} rounds, more than --rounds {cfg.rounds}: "
+                         f"give --rounds {len(meta['history'])} or more, or --eval-only to evaluate it as it is")
     opt = Adam(params, cfg.sub_lr)
     opt.m, opt.v, opt.t = m, v, int(t)
     return {"subs": params, "opt": opt, "history": meta["history"], "rng": meta["rng"],
-            "env_rng": meta["env_rng"]}
+            "env_rng": meta["env_rng"], "seconds": meta.get("seconds", 0.0)}   # (older checkpoints: no seconds)
 
 
 
@@ -121,15 +126,23 @@ def default_out(cfg, quick):
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "runs", name + "-quick" * quick)
 
 
-def other_run(out, cfg, opts):
-    """Why this run must not write into the folder `out`, or None. It must not when the folder
-    holds a run of other settings (its results.json, or the checkpoint.npz or evaluations kept
-    of a run that stopped), which this one would replace. The same settings again may replace it,
-    and meta-training may resume from the folder's own checkpoint (load_checkpoint checks that it
-    fits)."""
+def kept_run(out, cfg, opts):
+    """What the folder `out` holds for this run, read before anything is written:
+
+        "empty"        nothing of a run (or --replace): start
+        "finished"     a finished run of these very settings (its results.json): nothing to do
+        "interrupted"  a run of these settings that stopped before its results: carry on from its
+                       checkpoint (or, with --eval-only, from the evaluations it kept)
+        "extend"       --load of the folder's own checkpoint: carry it on (load_checkpoint checks the fit)
+
+    Raises ValueError, saying what to do, where this run would replace another's: a run of other
+    settings (its results.json, its checkpoint, or the evaluations kept of a run that stopped), or a
+    checkpoint that --load of another file would write over. So no command shortens a run's history."""
+    if opts.replace:
+        return "empty"
     res, ckpt, kept = (os.path.join(out, f) for f in ("results.json", "checkpoint.npz", KEPT))
     if opts.load and not opts.eval_only and os.path.abspath(opts.load) == ckpt:
-        return None
+        return "extend"
     try:
         if os.path.isfile(res):
             with open(res) as f:
@@ -140,25 +153,36 @@ def other_run(out, cfg, opts):
         elif os.path.isfile(kept):
             saved = read_kept(kept)[0]["config"]
         else:
-            return None
+            return "empty"
     except Exception as e:   # unreadable: still someone's run
-        return (f"{out} holds a run that cannot be read ({type(e).__name__}) and this one would "
-                f"replace it: choose another --out, or give --replace to write over it")
-    diffs = differences(run_settings(saved), run_settings(dataclasses.asdict(cfg)))
-    return (f"{out} holds a run of other settings ({diffs}): choose another --out, or give "
-            f"--replace to write over it") if diffs else None
+        raise ValueError(f"{out} holds a run that cannot be read ({type(e).__name__}) and this one would "
+                         f"replace it: choose another --out, or give --replace to write over it") from None
+    saved, now = run_settings(saved), run_settings(dataclasses.asdict(cfg))
+    diffs = differences(saved, now)
+    if diffs:
+        carry = (f"; to carry on its meta-training with these settings, give --load {ckpt}"
+                 if os.path.isfile(ckpt) and not opts.eval_only
+                 and all(k in FREE_ON_RESUME for k in saved if saved[k] != now.get(k)) else "")
+        raise ValueError(f"{out} holds a run of other settings ({diffs}): choose another --out, or give "
+                         f"--replace to write over it{carry}")
+    if os.path.isfile(res):
+        return "finished"
+    if opts.load and not opts.eval_only and os.path.isfile(ckpt):
+        raise ValueError(f"{out} holds the checkpoint of a run of these settings that stopped, and --load "
+                         f"{opts.load} would write over it: leave out --load (the same command carries that run "
+                         f"on), choose another --out, or give --replace")
+    return "interrupted"
 
 
 def check_writable(folder):
-    """Make the output folder, and make sure a file can be written there, before any training."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-        probe = os.path.join(folder, ".mlsh-write-test")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as e:
-        raise ValueError(f"cannot write into the output folder {folder} ({e.strerror}): "
+    """Make sure the output folder can be made and written, before any training; nothing is created
+    (a refused run leaves no folder behind)."""
+    parent = os.path.abspath(folder)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        why = "not a folder" if not os.path.isdir(parent) else "not writable"
+        raise ValueError(f"cannot write into the output folder {folder} ({parent} is {why}): "
                          f"choose another with --out")
 
 
@@ -183,7 +207,7 @@ def save_kept(path, key, kept):
 
 
 def kept_for(path, key):
-    """The evaluations kept in `path` for `key` (kept_key), or [] (none, other ones, unreadable: other_run
+    """The evaluations kept in `path` for `key` (kept_key), or [] (none, other ones, unreadable: kept_run
     lets an unreadable file be replaced only with --replace)."""
     try:
         saved, kept = read_kept(path) or (None, [])

@@ -203,31 +203,70 @@ def test_a_checkpoint_from_another_config_is_refused(tmp_path):
         store.load_checkpoint(ckpt, cfg, settings.make_family(cfg), resume=False)
 
 
-def test_ctrl_c_keeps_the_last_complete_round(tmp_path, monkeypatch, capsys):
-    real_save = store.save_checkpoint
+SAVE_CHECKPOINT = store.save_checkpoint
 
-    def save_then_interrupt(path, cfg, family, subs, history, rng, env_rng):
-        real_save(path, cfg, family, subs, history, rng, env_rng)
-        if len(history) == 2:
+
+def _stop_after_round(monkeypatch, n):
+    """Ctrl-C right after the checkpoint of round n is saved (n None: never)."""
+    real_save = SAVE_CHECKPOINT
+
+    def save_then_interrupt(path, cfg, family, subs, history, *rest):
+        real_save(path, cfg, family, subs, history, *rest)
+        if len(history) == n:
             raise KeyboardInterrupt
 
-    ckpt = str(tmp_path / "checkpoint.npz")
-    run.main(QUICK_BANDITS + ["--rounds", "1", "--out", str(tmp_path)])          # a run of one round,
-    monkeypatch.setattr(store, "save_checkpoint", save_then_interrupt)
-    with pytest.raises(SystemExit) as e:                                          # extended, and stopped
-        run.main(QUICK_BANDITS + ["--rounds", "4", "--out", str(tmp_path), "--load", ckpt])
-    assert e.value.code == 130
-    assert "resume with: python mlsh.py" in capsys.readouterr().out
-    cfg, _ = run.parse_args(QUICK_BANDITS + ["--rounds", "4"])
-    assert len(store.load_checkpoint(ckpt, cfg, settings.make_family(cfg), resume=True)["history"]) == 2
-    monkeypatch.setattr(store, "save_checkpoint", real_save)
-    run.main(QUICK_BANDITS + ["--rounds", "4", "--out", str(tmp_path), "--load", ckpt])   # carried on
-    run.main(QUICK_BANDITS + ["--rounds", "4", "--out", str(tmp_path / "whole")])          # and in one go
-    res, whole = (json.loads((d / "results.json").read_text()) for d in (tmp_path, tmp_path / "whole"))
-    assert [h["round"] for h in res["meta_training"]] == [1, 2, 3, 4]
+    monkeypatch.setattr(store, "save_checkpoint", save_then_interrupt if n else real_save)
+
+
+def _rounds(ckpt):
+    with np.load(ckpt) as z:
+        return len(json.loads(str(z["meta"]))["history"])
+
+
+def test_the_same_command_again_carries_on_a_stopped_run_and_keeps_every_saved_round(tmp_path, monkeypatch, capsys):
+    out, ckpt = tmp_path / "run", tmp_path / "run" / "checkpoint.npz"
+    argv = QUICK_BANDITS + ["--rounds", "5", "--out", str(out)]
+    for stop_at, first_line in [(2, None), (4, "resuming round 3 of 5"), (None, "resuming round 5 of 5")]:
+        _stop_after_round(monkeypatch, stop_at)
+        if stop_at:
+            with pytest.raises(SystemExit) as e:
+                run.main(argv)
+            assert e.value.code == 130 and _rounds(ckpt) == stop_at         # every saved round is kept
+            said = capsys.readouterr().out
+            assert f"resume with: python mlsh.py {' '.join(argv)}" in said     # the same command
+        else:
+            run.main(argv)
+            said = capsys.readouterr().out
+        assert first_line is None or said.startswith(f"{first_line} from {ckpt}"), said
+    run.main(QUICK_BANDITS + ["--rounds", "5", "--out", str(tmp_path / "whole")])   # in one go
+    res, whole = (json.loads((d / "results.json").read_text()) for d in (out, tmp_path / "whole"))
+    assert [h["round"] for h in res["meta_training"]] == [1, 2, 3, 4, 5]
     assert res["meta_training"] == whole["meta_training"] and res["methods"] == whole["methods"]
+    assert res["reach"] == whole["reach"] and res["skills_alone"] == whole["skills_alone"]
     with np.load(ckpt) as a, np.load(tmp_path / "whole" / "checkpoint.npz") as b:
         assert all(np.array_equal(a[k], b[k]) for k in a.files if k != "meta")
+    # a finished run of the same settings: the same command prints its table and trains nothing
+    kept, _ = _kept(out), capsys.readouterr()
+    run.main(argv)
+    said = capsys.readouterr().out
+    assert said.startswith(f"a finished run of these settings is in {out}: nothing to do (give --replace")
+    assert "mlsh " in said and _kept(out) == kept
+    # extended with --load, stopped, and carried on by the printed command (which loads the run's own checkpoint)
+    _stop_after_round(monkeypatch, 6)
+    with pytest.raises(SystemExit) as e:
+        run.main(QUICK_BANDITS + ["--rounds", "7", "--out", str(tmp_path / "more"), "--load", str(ckpt)])
+    assert e.value.code == 130 and _rounds(tmp_path / "more" / "checkpoint.npz") == 6 and _rounds(ckpt) == 5
+    again = capsys.readouterr().out.split("resume with: python mlsh.py ")[1].split()
+    assert again == QUICK_BANDITS + ["--rounds", "7", "--out", str(tmp_path / "more"), "--load",
+                                     str(tmp_path / "more" / "checkpoint.npz")]
+    _stop_after_round(monkeypatch, None)
+    run.main(again)
+    assert capsys.readouterr().out.startswith("resuming round 7 of 7")
+    # no command shortens a checkpoint's history
+    with pytest.raises(SystemExit) as e:
+        run.main(QUICK_BANDITS + ["--rounds", "3", "--out", str(out), "--load", str(ckpt)])
+    assert e.value.code == 2 and "holds 5 rounds, more than --rounds 3" in capsys.readouterr().err
+    assert _kept(out) == kept
 
 
 def test_eval_only_reproduces_the_evaluation(tmp_path):
@@ -259,7 +298,7 @@ def test_an_interrupted_evaluation_carries_on_where_it_stopped(tmp_path, monkeyp
         run.main(again)
     out = capsys.readouterr().out
     assert e.value.code == 130 and f"the evaluations that finished are kept in {part}" in out
-    assert f"resume with: python mlsh.py {' '.join(again)}" in out
+    assert f"resume with: python mlsh.py {' '.join(again)}" in out    # the same command
     assert sorted(os.listdir(part)) == [store.KEPT] and len(store.read_kept(part / store.KEPT)[1]) == 2
     # a run of other settings does not replace what was kept
     kept = (part / store.KEPT).read_bytes()
@@ -290,7 +329,8 @@ def test_a_run_of_other_settings_never_replaces_a_run(tmp_path, capsys):
     kept = _kept(out)
     others = {"seed is 0 there, 1 here": QUICK_BANDITS + ["--seed", "1"],
               "env is 'bandits' there, 'fourrooms' here": ["--quick", "--quiet", "--no-plots"],
-              "methods is": QUICK_BANDITS + ["--eval-only", "--load", str(out / "checkpoint.npz"), "--methods", "mlsh"]}
+              "methods is": QUICK_BANDITS + ["--eval-only", "--load", str(out / "checkpoint.npz"), "--methods", "mlsh"],
+              "rounds is 2 there, 3 here": QUICK_BANDITS + ["--rounds", "3"]}
     for said, argv in others.items():
         with pytest.raises(SystemExit) as e:
             run.main(argv + ["--out", str(out)])
@@ -298,12 +338,17 @@ def test_a_run_of_other_settings_never_replaces_a_run(tmp_path, capsys):
         assert e.value.code == 2 and err.count("\n") == 1, err
         assert f"{out} holds a run of other settings" in err and said in err and "give --replace" in err, err
         assert _kept(out) == kept, f"{argv} changed the earlier run's files"
-    # a run that stopped (its checkpoint, no results yet) is kept the same way, and resumes
+    assert f"to carry on its meta-training with these settings, give --load {out / 'checkpoint.npz'}" in err
+    # a run that stopped (its checkpoint, no results yet) is kept the same way, and so from --load of another
     (out / "results.json").unlink()
     with pytest.raises(SystemExit) as e:
         run.main(QUICK_BANDITS + ["--macro", "3", "--out", str(out)])
     assert e.value.code == 2 and "macro is 10 there, 3 here" in capsys.readouterr().err
-    run.main(QUICK_BANDITS + ["--rounds", "3", "--out", str(out), "--load", str(out / "checkpoint.npz")])
+    run.main(QUICK_BANDITS + ["--out", str(tmp_path / "other")])
+    with pytest.raises(SystemExit) as e:
+        run.main(QUICK_BANDITS + ["--out", str(out), "--load", str(tmp_path / "other" / "checkpoint.npz")])
+    assert e.value.code == 2 and "that stopped, and --load" in capsys.readouterr().err
+    assert (out / "checkpoint.npz").read_bytes() == kept["checkpoint.npz"]
     # a folder whose run cannot be read is kept too
     (tmp_path / "damaged").mkdir()
     (tmp_path / "damaged" / "results.json").write_text("{not json")
@@ -311,8 +356,7 @@ def test_a_run_of_other_settings_never_replaces_a_run(tmp_path, capsys):
         run.main(QUICK_BANDITS + ["--out", str(tmp_path / "damaged")])
     assert e.value.code == 2 and "holds a run that cannot be read" in capsys.readouterr().err
     assert (tmp_path / "damaged" / "results.json").read_text() == "{not json"
-    # the same settings again replace the run, as does --replace
-    run.main(QUICK_BANDITS + ["--rounds", "3", "--out", str(out)])
+    # --replace writes over it
     run.main(QUICK_BANDITS + ["--seed", "1", "--replace", "--out", str(out)])
     assert json.loads((out / "results.json").read_text())["config"]["seed"] == 1
 
@@ -403,17 +447,54 @@ def test_a_maze_file_that_is_not_text_is_refused(tmp_path):
     (["--methods", "shared"], "shared needs flat too"),
     (["--eval-split", "train"], "--eval-split 'train': choose test or validation"),
     (["--env", "rooms", "--rooms", "1"], "--rooms is 1; a room maze has at least 2 x 2 rooms"),
-    (["--env", "rooms", "--maze", "mazes/example.txt"], "use it with --env fourrooms, not rooms"),
     (["--reward", "stay"], "--reward 'stay': choose reach"),
-    (["--env", "bandits", "--reward", "every_step"], "--reward every_step is for goal mazes"),
     (["--master", "flat"], "--master 'flat': choose options"),
+    (["--seed", "-1"], "--seed is -1; it must be at least 0"),
+    (["--macro", "500"], "--macro 500 is longer than an episode (--max-steps 50)"),
+    (["--preset", "paper", "--macro", "101"], "--macro 101 is longer than an episode (--max-steps 100)"),
 ])
-def test_bad_flags_are_refused_before_training(capsys, flags, expected):
+def test_bad_flags_are_refused_before_training(capsys, flags, expected, tmp_path):
     with pytest.raises(SystemExit) as e:
-        run.main(flags)
+        run.main(flags + ["--quick", "--out", str(tmp_path / "out")])
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert expected in err and err.count("\n") == 1          # one line, no usage block, no traceback
+    assert not (tmp_path / "out").exists()                    # and nothing written
+
+
+ACTING = {  # for each row of settings.ACTS: flags that give it where it cannot act
+    "rooms": ["--rooms", "4"], "maze": ["--env", "rooms", "--maze", "mazes/example.txt"],
+    "random_start": ["--env", "bandits", "--random-start"], "reward": ["--env", "bandits", "--reward", "every_step"],
+    "master": ["--methods", "flat", "--master", "paper"], "interrupt": ["--master", "paper", "--interrupt", "0.2"],
+    "flat_lrs": ["--methods", "mlsh", "--flat-lrs", "0.1"], "render": ["--methods", "flat", "--render"],
+    **{name: ["--eval-only", "--load", "c.npz", "--" + name.replace("_", "-"), "3"]
+       for name in ("rounds", "tasks", "warmup", "joint", "sub_lr", "sub_ent")},
+}
+
+
+def test_every_setting_that_cannot_act_is_refused_and_a_presets_own_values_never_are(capsys, tmp_path):
+    assert sorted(ACTING) == sorted(settings.ACTS)                   # a refusal test for every row
+    for name, flags in ACTING.items():
+        with pytest.raises(SystemExit) as e:
+            run.main(flags + ["--quick", "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1, err
+        assert err.startswith(f"mlsh: --{name.replace('_', '-')} "), err
+        assert not (tmp_path / "out").exists()
+    # the same settings from a preset, or given where they act, pass
+    for argv in [["--preset", "paper", "--master", "paper"], ["--env", "bandits"], ["--env", "rooms", "--rooms", "4"],
+                 ["--preset", "paper", "--interrupt", "0.3"], ["--methods", "mlsh", "--master", "paper"],
+                 ["--load", "c.npz", "--rounds", "30"], ["--eval-only", "--load", "c.npz", "--eval-iters", "5"]]:
+        run.parse_args(argv)
+    assert capsys.readouterr().err == ""
+
+
+def test_an_odd_but_legal_setting_gets_one_warning(capsys):
+    cfg, _ = run.parse_args(["--clip", "1.5"])
+    err = capsys.readouterr().err
+    assert cfg.clip == 1.5 and err.startswith("mlsh: warning: --clip 1.5 is 1 or more") and err.count("\n") == 1
+    run.parse_args(["--clip", "0.3"])
+    assert capsys.readouterr().err == ""
 
 
 def test_an_output_folder_that_cannot_be_written_is_refused(tmp_path, capsys):
@@ -422,6 +503,9 @@ def test_an_output_folder_that_cannot_be_written_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         run.main(QUICK_BANDITS + ["--out", str(blocker / "sub")])
     assert e.value.code == 2 and "cannot write into the output folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:                          # a checkpoint refused: no folder made
+        run.main(QUICK_BANDITS + ["--out", str(tmp_path / "new"), "--load", str(tmp_path / "missing.npz")])
+    assert e.value.code == 2 and "no such file" in capsys.readouterr().err and not (tmp_path / "new").exists()
 
 
 def test_bad_checkpoints_are_refused(tmp_path, capsys):
@@ -475,7 +559,8 @@ def test_same_seed_same_checkpoint_and_results(tmp_path):
     with np.load(tmp_path / "a" / "checkpoint.npz") as x, np.load(tmp_path / "b" / "checkpoint.npz") as y:
         assert x.files == y.files and all(np.array_equal(x[k], y[k]) for k in x.files if k != "meta")
         mx, my = json.loads(str(x["meta"])), json.loads(str(y["meta"]))
-        assert mx["config"].pop("out") != my["config"].pop("out") and mx == my   # all but the folder
+        assert mx["config"].pop("out") != my["config"].pop("out") and mx.pop("seconds") > 0 and my.pop("seconds") > 0
+        assert mx == my                                       # all but the folder and the time it took
 
 
 def test_settings_of_older_runs_read_as_they_are_now():
