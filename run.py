@@ -121,7 +121,7 @@ def parse_args(argv=None):
         if isinstance(f.default, tuple) and f.name in values:
             values[f.name] = tuple(values[f.name])
     cfg = Settings(**values)
-    given = [k for k, v in {**args, **vars(opts)}.items() if v not in (None, False)]
+    given = [k for k, v in {**args, **vars(opts)}.items() if v is not None and v is not False]   # (0 is given)
     problems = check_config(cfg) + cannot_act(cfg, opts, given)
     if problems:
         p.error("; ".join(problems))                     # exit code 2, before anything is written
@@ -302,7 +302,8 @@ def main(argv=None):
         family = make_family(cfg)
         state = store.kept_run(out, cfg, opts)
         store.check_writable(out)
-        load = opts.load or (ckpt if state == "interrupted" and not opts.eval_only else None)
+        own = state == "interrupted" and os.path.isfile(ckpt) and not opts.eval_only   # carry it on
+        load = opts.load or (ckpt if own else None)
         resume = store.load_checkpoint(load, cfg, family, resume=not opts.eval_only) if load else None
     except ValueError as e:
         print(f"mlsh: {e}", file=sys.stderr)
@@ -338,9 +339,11 @@ def main(argv=None):
             print(f"mlsh: meta-training stopped: {e}; {kept}. Try a smaller learning rate",
                   file=sys.stderr)
             raise SystemExit(2)
-        log(f"meta-training took {time.time() - t0:.0f}s" + (f" (rounds {done + 1}-{cfg.rounds}; {t_meta:.0f}s in all)"
-                                                           if done else "")
-            if done < cfg.rounds else f"meta-training was complete ({done} rounds, {t_meta:.0f}s)")
+        if done == cfg.rounds:
+            log(f"meta-training was complete ({done} rounds, {t_meta:.0f}s)")
+        else:
+            log(f"meta-training took {time.time() - t0:.0f}s"
+                + (f" (rounds {done + 1}-{cfg.rounds}; {t_meta:.0f}s in all)" if done else ""))
     t1 = time.time()
     log(f"fine-tuning a fresh learner on each held-out task, {cfg.eval_seeds} seed(s) each, "
         f"{cfg.eval_iters} iterations:")

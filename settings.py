@@ -66,6 +66,8 @@ def rooms_budget(rooms):
     first multiple of 64 that holds a whole episode."""
     T = envs.RoomTasks.horizon(rooms)
     return dict(max_steps=T, steps=64 * -(-T // 64))
+
+
 ACTS = {  # when a setting or run option acts: one given on the command line that cannot act is refused
     # name: (when it acts, given the settings and the run options; why not, and what to do)
     "rooms": (lambda c, o: c.env == "rooms", "sets the size of a room maze: add --env rooms"),
