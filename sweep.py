@@ -429,7 +429,9 @@ def write_grid(out, grid, cells, runs, flags, log=print):
     names = [name for name, _ in grid]
     shown = [m for m in METHODS if any(c[m] is not None for c in table)]
     show = lambda a: "-" if a is None else f"{a[0]:.3f} [{a[1][0]:.3f}, {a[1][1]:.3f}]"
-    lines = [f"**{QUICK_NOTE}**\n" * ("--quick" in flags) + f"`python mlsh.py {shlex.join(flags)} --seed S` over " + ", ".join(f"--{n} {' / '.join(v)}" for n, v in grid),
+    quick = any(res.get("quick") for r in runs for res in r.values())
+    lines = [f"**{QUICK_NOTE}**\n" * quick + f"`python mlsh.py {shlex.join(flags)} --seed S` over "
+             + ", ".join(f"--{n} {' / '.join(v)}" for n, v in grid),
              "", "| " + " | ".join(names + [METHODS[m] for m in shown]) + " | MLSH minus flat | MLSH / flat "
              "| MLSH above flat | at least twice flat |", "|" + " --- |" * (len(names) + len(shown) + 4)]
     for c in table:
