@@ -35,6 +35,7 @@ VARIANTS = {   # name: the Config fields it changes (value_lr "same": the value 
     "mbadv": {"adv_norm": "minibatch"},
     "onelr": {"value_lr": "same"},
     "vclip": {"value_clip": 0.2},
+    "eo": {"adam_eps": 1e-5, "init": "orthogonal"},
     "all": {"adam_eps": 1e-5, "init": "orthogonal", "grad_clip": 0.5, "adv_norm": "minibatch"},
     "sb3": {"adam_eps": 1e-5, "init": "orthogonal", "grad_clip": 0.5, "adv_norm": "minibatch", "value_lr": "same"},
 }
@@ -74,32 +75,29 @@ def seeds(text):
 
 
 def report():
+    """Per (mode, preset, method): each variant's AUC (flat PPO: each seed's best rate, and which
+    rates won) as the mean over seeds, and its difference from base on the same seeds, with 95%
+    bootstrap intervals over seeds."""
     rows = [json.load(open(p)) for p in sorted(glob.glob(f"{OUT}/*.json"))]
-    keys = sorted({(r["mode"], r["preset"], r["method"], r["lr"]) for r in rows})
-    variants = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
     rng = np.random.default_rng(0)
-    for mode, preset, method, lr in keys:
-        line = f"{mode:8s} {preset:10s} {method:10s} {lr:<6g}"
-        for v in variants:
-            x = [r["auc"] for r in rows if (r["mode"], r["preset"], r["method"], r["lr"], r["variant"])
-                 == (mode, preset, method, lr, v)]
-            if x:
-                m, ci = interval(x, rng)
-                line += f" | {v} {m:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] n{len(x)}"
-        print(line)
-    # flat PPO's best rate per variant and seed: the mean over seeds of each seed's best
-    for preset in sorted({r["preset"] for r in rows if r["mode"] == "flat"}):
-        line = f"flat best rate, {preset}:"
-        for v in variants:
-            by_seed = {}
-            for r in rows:
-                if (r["mode"], r["preset"], r["variant"]) == ("flat", preset, v):
-                    by_seed.setdefault(r["seed"], {})[r["lr"]] = r["auc"]
-            best = [max(a.values()) for a in by_seed.values()]
-            if best:
-                m, ci = interval(best, rng)
-                line += f" | {v} {m:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] n{len(best)}"
-        print(line)
+    for mode, preset, method in sorted({(r["mode"], r["preset"], r["method"]) for r in rows}):
+        auc = {}                                   # variant -> seed -> rate -> AUC
+        for r in rows:
+            if (r["mode"], r["preset"], r["method"]) == (mode, preset, method):
+                auc.setdefault(r["variant"], {}).setdefault(r["seed"], {})[r["lr"]] = r["auc"]
+        print(f"\n{mode} {preset} {method}")
+        for v in [v for v in VARIANTS if v in auc]:
+            best = {s: max(a.values()) for s, a in auc[v].items()}
+            m, ci = interval(list(best.values()), rng)
+            line = f"  {v:6s} {m:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] n{len(best)}"
+            if mode.startswith("flat"):
+                mean = lambda lr: np.mean([a[lr] for a in auc[v].values() if lr in a])
+                line += "  rates " + " ".join(f"{lr:g}:{mean(lr):.3f}" for lr in sorted({lr for a in auc[v].values() for lr in a}))
+            common = [s for s in best if s in auc.get("base", {})]
+            if v != "base" and common:
+                d, dci = interval([best[s] - max(auc["base"][s].values()) for s in common], rng)
+                line += f"  vs base {d:+.3f} [{dci[0]:+.3f}, {dci[1]:+.3f}] n{len(common)}"
+            print(line)
 
 
 def main():
