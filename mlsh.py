@@ -77,12 +77,6 @@ class Config:
     value_lr: float = 3e-3          # Adam step for every value function
     master_ent: float = 0.01        # entropy bonus of the master
     sub_ent: float = 0.01           # entropy bonus of the sub-policies (keeps a skill changeable)
-    # PPO implementation details, under measurement (ppo_details.py): today's values by default
-    adam_eps: float = 1e-8          # Adam's epsilon
-    init: str = "normal"            # normal: N(0, 1/in) | orthogonal: gain sqrt 2, the output's out_scale
-    grad_clip: float = 0.0          # clip each network's gradient to this global norm (0: never)
-    adv_norm: str = "batch"         # advantages normalised per batch | per minibatch
-    value_clip: float = 0.0         # clip V's change from its old value in the loss (0: never)
     # evaluation on held-out tasks
     eval_split: str = "test"        # held-out tasks: test (reported) or validation (for choosing)
     methods: tuple = ("mlsh", "flat", "shared", "random_subs")  # methods evaluated
@@ -109,28 +103,28 @@ def child_seed(rng):
 
 # ---- Tiny MLPs with hand-written backprop, stacked: G networks at once ------
 
-def mlp_init(rng, G, sizes, out_scale=1.0, dtype=np.float32, init="normal"):
+def mlp_init(rng, G, sizes, out_scale=1.0, dtype=np.float32):
     """G independent tanh MLPs with layer sizes `sizes`, e.g. [D, 64, A].
 
-    W_i: (G, in, out) ~ N(0, 1/in), the last layer times `out_scale` (0.01 for a policy, so that
-    it starts near uniform); b_i: (G, 1, out) zeros. float32 by default: NumPy's float64 tanh is
-    about 4x slower, and most of the cost. The gradient checks use float64.
+    W_i: (G, in, out) orthogonal, times sqrt 2 in the hidden layers and `out_scale` in the last
+    (0.01 for a policy, so that it starts near uniform; 1 for a value); b_i: (G, 1, out) zeros.
+    float32 by default: NumPy's float64 tanh is about 4x slower, and most of the cost. The
+    gradient checks use float64.
     """
     p = {}
     n_layers = len(sizes) - 1
     for i in range(n_layers):
-        scale = out_scale if i == n_layers - 1 else 1.0
-        W = rng.standard_normal((G, sizes[i], sizes[i + 1])) * scale / np.sqrt(sizes[i])
-        if init == "orthogonal":
-            W = orthogonal(W) * (scale if i == n_layers - 1 else np.sqrt(2))
+        gain = out_scale if i == n_layers - 1 else np.sqrt(2)
+        # orthogonal, as PPO is usually run: it learned faster than N(0, 1/in) (RESULTS.md, "PPO's details")
+        W = orthogonal(rng.standard_normal((G, sizes[i], sizes[i + 1]))) * gain
         p[f"W{i}"] = W.astype(dtype)
         p[f"b{i}"] = np.zeros((G, 1, sizes[i + 1]), dtype=dtype)
     return p
 
 
 def orthogonal(a):
-    """Each (in, out) matrix of a (G, in, out) replaced by an orthogonal one (orthonormal rows or
-    columns, whichever are fewer), from its QR decomposition, signs fixed so it is uniform."""
+    """Each Gaussian (in, out) matrix of a (G, in, out) made orthogonal (orthonormal columns, or rows
+    if there are fewer): Q of its QR decomposition, the signs fixed so that Q is uniformly random."""
     tall = a.shape[1] >= a.shape[2]
     q, r = np.linalg.qr(a if tall else a.transpose(0, 2, 1))
     q = q * np.sign(np.diagonal(r, axis1=1, axis2=2))[:, None, :]
@@ -187,7 +181,8 @@ def one_hot_T(cells, d, D):
 class Adam:
     """Adam on a dict of (G, ...) arrays, updated in place: one state per network stack."""
 
-    def __init__(self, params, lr, b1=0.9, b2=0.999, eps=1e-8):
+    def __init__(self, params, lr, b1=0.9, b2=0.999, eps=1e-5):
+        # eps 1e-5, not 1e-8: as PPO is usually run, and it learned faster (RESULTS.md, "PPO's details")
         self.lr, self.b1, self.b2, self.eps, self.t = lr, b1, b2, eps, 0
         self.m = {k: np.zeros_like(v) for k, v in params.items()}
         self.v = {k: np.zeros_like(v) for k, v in params.items()}
@@ -209,16 +204,15 @@ class Net:
     """A stack of G MLPs (policies or value functions) and its Adam state. one_hot: its inputs
     are one-hot rows (a maze's cells), which it hands to mlp_forward as cells."""
 
-    def __init__(self, params, lr, one_hot=False, eps=1e-8):
-        self.p, self.opt, self.one_hot = params, Adam(params, lr, eps=eps), one_hot
+    def __init__(self, params, lr, one_hot=False):
+        self.p, self.opt, self.one_hot = params, Adam(params, lr), one_hot
 
     @classmethod
     def new(cls, rng, G, family, n_out, cfg, lr, out_scale=1.0):
         """G fresh networks for the family's observations: D -> cfg.layers tanh layers of cfg.hidden
         units -> n_out (one-hot inputs when the family observes cells: family.one_hot)."""
         sizes = [family.obs_dim] + [cfg.hidden] * cfg.layers + [n_out]
-        return cls(mlp_init(rng, G, sizes, out_scale, init=cfg.init), lr, one_hot=family.one_hot,
-                   eps=cfg.adam_eps)
+        return cls(mlp_init(rng, G, sizes, out_scale), lr, one_hot=family.one_hot)
 
     @property
     def G(self):
@@ -383,12 +377,7 @@ def train_net(net, x, valid, loss_fn, cfg, rng):
             w = valid[:, idx] / np.maximum(valid[:, idx].sum(axis=1, keepdims=True), 1)
             out, hs = mlp_forward(net.p, x[:, idx])
             _, dout = loss_fn(out, idx, w)
-            grads = mlp_backward(net.p, hs, dout)
-            if cfg.grad_clip > 0:
-                norm = np.sqrt(sum((g.reshape(len(g), -1).astype(float) ** 2).sum(1) for g in grads.values()))
-                scale = np.minimum(1.0, cfg.grad_clip / (norm + 1e-6)).astype(net.p["W0"].dtype)
-                grads = {k: g * scale.reshape((-1,) + (1,) * (g.ndim - 1)) for k, g in grads.items()}
-            net.opt.step(net.p, grads)
+            net.opt.step(net.p, mlp_backward(net.p, hs, dout))
 
 
 def normalise(adv, valid):
@@ -407,29 +396,11 @@ def ppo_update(pi, vf, obs, act, logp, adv, ret, key, ent_coef, cfg, rng):
     G = (pi or vf).G
     (obs, act, logp, adv, ret), valid = group(key, G, obs, act, logp, adv, ret)
     if pi is not None:
-        if cfg.adv_norm == "batch":
-            adv = normalise(adv, valid)
-        mb = (lambda a, idx: normalise(a[:, idx], valid[:, idx])) if cfg.adv_norm == "minibatch" else \
-            (lambda a, idx: a[:, idx])
+        adv = normalise(adv, valid)
         train_net(pi, obs, valid, lambda out, idx, w: ppo_loss(
-            out, act[:, idx], logp[:, idx], mb(adv, idx), w, cfg.clip, ent_coef), cfg, rng)
+            out, act[:, idx], logp[:, idx], adv[:, idx], w, cfg.clip, ent_coef), cfg, rng)
     if vf is not None:
-        if cfg.value_clip > 0:
-            old = vf(obs)[..., 0]
-            train_net(vf, obs, valid, lambda out, idx, w: clipped_value_loss(
-                out, ret[:, idx], old[:, idx], w, cfg.value_clip), cfg, rng)
-        else:
-            train_net(vf, obs, valid, lambda out, idx, w: value_loss(out, ret[:, idx], w), cfg, rng)
-
-
-def clipped_value_loss(v, ret, old, w, c):
-    """0.5 sum_i w_i max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2), and dL/dv."""
-    err = v[..., 0] - ret
-    vc = old + np.clip(v[..., 0] - old, -c, c)
-    errc = vc - ret
-    use_c = errc ** 2 > err ** 2
-    d = np.where(use_c, errc * (np.abs(v[..., 0] - old) < c), err)
-    return 0.5 * (w * np.maximum(err ** 2, errc ** 2)).sum(-1), (w * d)[..., None]
+        train_net(vf, obs, valid, lambda out, idx, w: value_loss(out, ret[:, idx], w), cfg, rng)
 
 
 # ---- The agent: a master over sub-policies, or a flat policy ----------------

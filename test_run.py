@@ -142,7 +142,7 @@ def test_presets_set_the_task_and_flags_still_win():
     assert run.parse_args(["--env", "bandits"])[0].preset == "bandits"
     # the default run: MLSH and flat PPO at its validated rate; the flags give the sweeps' full test
     cfg, _ = run.parse_args([])
-    assert (cfg.methods, cfg.flat_lrs) == (("mlsh", "flat"), (0.03,))
+    assert (cfg.methods, cfg.flat_lrs) == (("mlsh", "flat"), (0.01,))
     cfg, _ = run.parse_args(["--methods", "mlsh", "flat", "shared", "random_subs", "--flat-lrs", "0.003", "0.01"])
     assert (cfg.methods, cfg.flat_lrs) == (("mlsh", "flat", "shared", "random_subs"), (0.003, 0.01))
     assert run.parse_args(["--preset", "rooms"])[0].methods == settings.Settings().methods   # every baseline
