@@ -107,7 +107,8 @@ def mlp_init(rng, G, sizes, out_scale=1.0, dtype=np.float32):
     """G independent tanh MLPs with layer sizes `sizes`, e.g. [D, 64, A].
 
     W_i: (G, in, out) orthogonal, times sqrt 2 in the hidden layers and `out_scale` in the last
-    (0.01 for a policy, so that it starts near uniform; 1 for a value); b_i: (G, 1, out) zeros.
+    (0.01 for a policy, so that it starts near uniform; 1 for a value), as PPO is usually run: it
+    learned faster than N(0, 1/in) (RESULTS.md, "PPO's details"); b_i: (G, 1, out) zeros.
     float32 by default: NumPy's float64 tanh is about 4x slower, and most of the cost. The
     gradient checks use float64.
     """
@@ -115,7 +116,6 @@ def mlp_init(rng, G, sizes, out_scale=1.0, dtype=np.float32):
     n_layers = len(sizes) - 1
     for i in range(n_layers):
         gain = out_scale if i == n_layers - 1 else np.sqrt(2)
-        # orthogonal, as PPO is usually run: it learned faster than N(0, 1/in) (RESULTS.md, "PPO's details")
         W = orthogonal(rng.standard_normal((G, sizes[i], sizes[i + 1]))) * gain
         p[f"W{i}"] = W.astype(dtype)
         p[f"b{i}"] = np.zeros((G, 1, sizes[i + 1]), dtype=dtype)
@@ -125,10 +125,10 @@ def mlp_init(rng, G, sizes, out_scale=1.0, dtype=np.float32):
 def orthogonal(a):
     """Each Gaussian (in, out) matrix of a (G, in, out) made orthogonal (orthonormal columns, or rows
     if there are fewer): Q of its QR decomposition, the signs fixed so that Q is uniformly random."""
-    tall = a.shape[1] >= a.shape[2]
-    q, r = np.linalg.qr(a if tall else a.transpose(0, 2, 1))
-    q = q * np.sign(np.diagonal(r, axis1=1, axis2=2))[:, None, :]
-    return q if tall else q.transpose(0, 2, 1)
+    wide = a.shape[1] < a.shape[2]                   # then orthonormal rows: QR of the transpose
+    q, r = np.linalg.qr(a.swapaxes(1, 2) if wide else a)
+    q *= np.sign(np.diagonal(r, axis1=1, axis2=2))[:, None, :]
+    return q.swapaxes(1, 2) if wide else q
 
 
 def mlp_forward(p, x):
