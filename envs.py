@@ -117,6 +117,9 @@ class Maze:
         self.adjacency[stay, self.next_cell] = True
         self.adjacency[np.arange(self.n_cells), np.arange(self.n_cells)] = False
         self.dist = bfs_distances(self.adjacency)                  # (n_cells, n_cells)
+        # neighbours[c, :n_neighbours[c]]: the free cells one move from c (for the original code's slip)
+        self.n_neighbours = self.adjacency.sum(axis=1)
+        self.neighbours = np.argsort(~self.adjacency, axis=1, kind="stable")[:, :4]
 
     def where(self, cell):
         """'line r, column c' of a cell, counted as in the maze's text."""
@@ -153,15 +156,19 @@ def bfs_distances(adjacency):
     return dist
 
 
-def best_returns(maze, steps, slip=0.0):
+def best_returns(maze, steps, slip=0.0, second_move=0.0):
     """best[s, g]: the most reward a policy can collect in `steps` steps from cell s when every step
     that ends on cell g pays 1 (the paper's Four Rooms reward); its expectation when moves slip.
     Dynamic programming over the steps left: B_k(c, g) = max_a E[1(c' = g) + B_(k-1)(c', g)]."""
     on_goal = np.eye(maze.n_cells)                       # [c', g]
     B = np.zeros((maze.n_cells, maze.n_cells))           # B_0
     nxt = maze.next_cell                                 # (cells, 4 actions)
+    moved = nxt != np.arange(maze.n_cells)[:, None]
+    spread = maze.adjacency / np.maximum(maze.n_neighbours, 1)[:, None]   # to a random free neighbour
     for _ in range(steps):
-        Q = on_goal[nxt] + B[nxt]                        # (c, a, g): the move a taken as meant
+        V = on_goal + B                                  # [c', g]: the value of ending the step on c'
+        after = (1 - second_move) * V + second_move * (spread @ V) if second_move else V
+        Q = np.where(moved[..., None], after[nxt], V[:, None, :])   # (c, a, g): the move a taken as meant
         if slip:                                         # or replaced by one of the other three
             Q = (1 - slip) * Q + slip / 3 * (Q.sum(axis=1, keepdims=True) - Q)
         B = Q.max(axis=1)
@@ -214,6 +221,9 @@ class GridEnv:
     Step semantics (per copy):
       - action a in {0 up, 1 right, 2 down, 3 left}; with probability `slip`
         it is replaced by one of the other three, uniformly;
+      - a move that changes the cell is followed, with probability
+        `second_move`, by a second one to a free neighbour of the new cell,
+        uniformly (the slip of the paper's released code, which used 1/3);
       - reward +1 and `terminated` on reaching the paying cell; subclasses may
         end the episode at other cells with reward 0 (also `terminated`);
       - `truncated` when the step limit `max_steps` is reached first. It is
@@ -231,12 +241,12 @@ class GridEnv:
     seeded by `seed` or by `reset(seed=...)`. Tasks never come from the seed.
     """
 
-    def __init__(self, maze, tasks, max_steps, slip=0.0, seed=None, autoreset=True):
+    def __init__(self, maze, tasks, max_steps, slip=0.0, seed=None, autoreset=True, second_move=0.0):
         self.maze = maze
         self.tasks = np.asarray(tasks, dtype=int)
         self.n = len(self.tasks)
         self.max_steps = max_steps
-        self.slip = slip
+        self.slip, self.second_move = slip, second_move
         self.autoreset = autoreset
         self.n_actions = 4
         self.action_space = SimpleNamespace(n=4)    # Gymnasium's Discrete(4), as far as it is used here
@@ -284,7 +294,12 @@ class GridEnv:
             slipped = self.rng.random(self.n) < self.slip
             other = (actions + self.rng.integers(1, 4, size=self.n)) % 4   # one of the other three
             actions = np.where(slipped, other, actions)
-        self.pos = self.maze.next_cell[self.pos, actions]
+        new = self.maze.next_cell[self.pos, actions]
+        if self.second_move > 0:
+            again = (new != self.pos) & (self.rng.random(self.n) < self.second_move)
+            pick = (self.rng.random(self.n) * self.maze.n_neighbours[new]).astype(int)
+            new = np.where(again, self.maze.neighbours[new, pick], new)
+        self.pos = new
         self.t += 1
         ended, paid = self._outcome()
         reward = paid.astype(float)
@@ -328,16 +343,17 @@ class GoalMaze(GridEnv):
         if the goal was reached, else 0; every_step: the return divided by
         the best return any policy could get in `max_steps` steps from that
         start (`best_returns`). Either way 1 is optimal.
-    Arguments: tasks (goal cell per copy), start (cell number, or None for a
-        uniformly random start other than the goal), slip, max_steps, seed, reward.
+    Arguments: tasks (goal cell per copy), start ('S', a cell number, or None
+        for a uniformly random start other than the goal), slip, max_steps,
+        seed, reward, second_move.
     """
 
     REWARDS = ("reach", "every_step")
 
     def __init__(self, tasks, start="S", slip=0.0, max_steps=50, seed=None, autoreset=True, rows=FOUR_ROOMS,
-                 reward="reach"):
+                 reward="reach", second_move=0.0):
         maze = Maze(rows)
-        super().__init__(maze, tasks, max_steps, slip, seed, autoreset)
+        super().__init__(maze, tasks, max_steps, slip, seed, autoreset, second_move)
         if reward not in self.REWARDS:
             raise ValueError(f"reward {reward!r}: choose one of {', '.join(self.REWARDS)}")
         self.start = maze.start if start == "S" else start
@@ -345,7 +361,7 @@ class GoalMaze(GridEnv):
         self._eye = np.eye(maze.n_cells, dtype=np.float32)
         self.reward = reward
         if reward == "every_step":
-            self.best_return = best_returns(maze, max_steps, slip)        # (start, goal)
+            self.best_return = best_returns(maze, max_steps, slip, second_move)   # (start, goal)
             self.ret, self.hit, self._best_ret = np.zeros(self.n), np.zeros(self.n, dtype=bool), np.zeros(self.n)
 
     def _new_episodes(self, idx):
@@ -563,28 +579,43 @@ class GoalTasks(TaskFamily):
     """Goal cells of a maze (Four Rooms by default).
 
     Held out: `n_test` test goals (at most a quarter of them) chosen once by
-    `split_seed` among the cells at least `min_dist` moves from the maze's
-    'S' cell (or, if too few are that far, among the farther half; or among
-    all cells if the maze has no 'S'); then as many validation goals, drawn
-    the same way from the far cells left (the farthest left, if too few).
-    Training goals: every other free cell but 'S'. start="S" starts every
-    episode at 'S'; start=None anywhere.
+    `split_seed` among the cells at least `min_dist` moves from the start
+    (the maze's 'S' cell, or the cell `start` names; or, if too few are that
+    far, among the farther half; or among all cells if there is no start);
+    then as many validation goals, drawn the same way from the far cells
+    left (the farthest left, if too few). Training goals: every other free
+    cell but the start. start="S" starts every episode at 'S', a cell
+    number there, start=None anywhere.
+
+    goals=(train, test), two lists of cell numbers, replaces the split: meta-
+    training draws from `train` and the test is `test`. Goals given so have
+    no validation split. The same list twice is the paper's released code,
+    whose every task, at meta-training and at test, was cell 103: nothing is
+    held out, and only there do training and test goals meet.
     """
 
     one_hot = True           # a maze observes the agent's cell, one-hot
 
     def __init__(self, start="S", slip=0.0, max_steps=50, n_test=16, min_dist=10, split_seed=1234, rows=FOUR_ROOMS,
-                 reward="reach"):
+                 reward="reach", second_move=0.0, goals=None):
         self.maze = Maze(rows)
         self.rows, self.start, self.slip, self.max_steps, self.reward = rows, start, slip, max_steps, reward
+        self.second_move = second_move
         if start == "S" and self.maze.start is None:
             raise ValueError("the maze has no start cell 'S': add one, or start anywhere (--random-start)")
-        ref = self.maze.start
+        if start not in ("S", None) and not 0 <= start < self.maze.n_cells:
+            raise ValueError(f"start cell {start}: the maze's free cells are numbered 0 to {self.maze.n_cells - 1}")
+        ref = self.maze.start if start in ("S", None) else start
+        self.start_cell = None if start is None else ref         # where every episode starts (None: anywhere)
         cut_off = np.flatnonzero(self.maze.dist[0 if ref is None else ref] < 0)
         if len(cut_off):
             raise ValueError(f"{self.maze.where(cut_off[0])}: this free cell cannot be reached from "
                              f"{'the start' if ref is not None else 'the rest of the maze'}; "
                              f"wall it in with '#' or open a way to it")
+        self.obs_dim, self.n_actions = self.maze.n_cells, 4
+        if goals is not None:
+            self._given(*goals, ref)
+            return
         cells = np.array([c for c in range(self.maze.n_cells) if c != ref])
         if len(cells) < 4:
             raise ValueError(f"the maze has {len(cells)} goal cell(s) (free cells other than 'S'); "
@@ -605,11 +636,28 @@ class GoalTasks(TaskFamily):
             pool = rest[np.argsort(-self.maze.dist[0 if ref is None else ref, rest], kind="stable")[:n_test]]
         self.val_tasks = np.sort(rng.choice(pool, size=n_test, replace=False))
         self.train_tasks = np.setdiff1d(cells, np.r_[self.test_tasks, self.val_tasks])
-        self.obs_dim, self.n_actions = self.maze.n_cells, 4
+
+    def _given(self, train, test, start):
+        """The split goals=(train, test) names, checked: free cells, not the start, apart or the same."""
+        train, test = (np.unique(np.asarray(g, dtype=int)) for g in (train, test))
+        for name, g in (("training", train), ("test", test)):
+            if not len(g) or g.min() < 0 or g.max() >= self.maze.n_cells or start in g:
+                raise ValueError(f"{name} goals {g.tolist()}: give one or more free cells, numbered 0 to "
+                                 f"{self.maze.n_cells - 1}, other than the start cell {start}")
+        if np.intersect1d(train, test).size and not np.array_equal(train, test):
+            raise ValueError(f"training goals {train.tolist()} and test goals {test.tolist()} share some: "
+                             f"hold the test goals out, or give the same goals for both (nothing held out)")
+        self.train_tasks, self.test_tasks, self.val_tasks = train, test, np.array([], dtype=int)
+
+    def held_out(self, split):
+        if split == "validation" and not len(self.val_tasks):
+            raise ValueError("these goals were given by hand, without a validation split: "
+                             "evaluate on the test goals")
+        return super().held_out(split)
 
     def make(self, tasks, split="train", seed=None):
         return GoalMaze(tasks, start=self.start, slip=self.slip, max_steps=self.max_steps, seed=seed, rows=self.rows,
-                        reward=self.reward)
+                        reward=self.reward, second_move=self.second_move)
 
 
 class RoomTasks(GoalTasks):
@@ -628,12 +676,14 @@ class RoomTasks(GoalTasks):
         at R = 2 it is Four Rooms' 50."""
         return 25 * rooms * rooms // 2
 
-    def __init__(self, rooms=3, start="S", slip=0.0, max_steps=None, n_test=16, split_seed=1234, reward="reach"):
+    def __init__(self, rooms=3, start="S", slip=0.0, max_steps=None, n_test=16, split_seed=1234, reward="reach",
+                 second_move=0.0):
         if not isinstance(rooms, (int, np.integer)) or rooms < 2:
             raise ValueError(f"rooms is {rooms!r}; a room maze has at least 2 x 2 rooms")
         self.rooms = int(rooms)
         super().__init__(start, slip, self.horizon(self.rooms) if max_steps is None else max_steps, n_test,
-                         min_dist=5 * self.rooms, split_seed=split_seed, rows=room_maze(self.rooms), reward=reward)
+                         min_dist=5 * self.rooms, split_seed=split_seed, rows=room_maze(self.rooms), reward=reward,
+                         second_move=second_move)
 
 
 class BanditTasks(TaskFamily):

@@ -152,8 +152,9 @@ def reach(cfg, family, subs, rollouts=32):
     choices, every = skills, N
     if cfg.master == "options":                                 # A more choices of one step each
         one = lambda obs, k: np.where(np.arange(A) == k[:, None], 0.0, -1e9)
-        choices, every = skills + [first_meetings(one, A, 1, rollouts if family.slip else 1)], 1
-    starts = np.arange(C) if family.start is None else np.array([maze.start])
+        noisy = family.slip or family.second_move                # moves that may not go as meant
+        choices, every = skills + [first_meetings(one, A, 1, rollouts if noisy else 1)], 1
+    starts = np.arange(C) if family.start_cell is None else np.array([family.start_cell])
 
     def per_goal(V):
         return np.array([np.mean([V[s, g] for s in starts if s != g]) if set(starts) - {g}
@@ -161,7 +162,7 @@ def reach(cfg, family, subs, rollouts=32):
 
     if family.reward == "every_step":                          # the score: return / best return
         best = lambda options, every: recursion(options, None, np.max, every) / np.maximum(
-            envs.best_returns(maze, T, family.slip), 1e-9)
+            envs.best_returns(maze, T, family.slip, family.second_move), 1e-9)
     else:                                                      # the score: d(s, g) / steps
         best = lambda options, every: maze.dist * recursion(options, score, np.max, every)
     out = {"best_score": per_goal(best(choices, every)),

@@ -204,7 +204,7 @@ def plot_all(out, family, results, history, subs, ep, maps=None, held=()):
     # 5. what the skills allow: a random walk, a random master, the best master
     if maps is not None:
         plot_reach(plt, os.path.join(out, "reach.png"), maze, maps, held,
-                   maze.start if family.start is not None else None)
+                   family.start_cell)
 
 
 # ---- A sweep's figures: AUC per seed, curves over seeds, grids -------------

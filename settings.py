@@ -21,6 +21,9 @@ class Settings(mlsh.Config):
     max_steps: int = 50             # T: episode step limit
     slip: float = 0.0               # chance that a move is replaced by one of the other three
     random_start: bool = False      # goal mazes: start anywhere, not at the fixed cell 'S'
+    start_cell: int = -1            # fourrooms: start at this free cell (numbered row by row; -1: at 'S')
+    goals: str = ""                 # fourrooms: goal cells TRAIN/TEST (68,80,90/103), or one list for both (103)
+    second_move: float = 0.0        # goal mazes: after a move, a 2nd to a random free neighbour (the code's slip)
     reward: str = "reach"           # goal mazes: reach (+1, ends there) | every_step (+1 per step on it)
     maze: str = ""                  # fourrooms: a maze file of your own instead (legend in envs.py)
     # where the run is kept
@@ -53,6 +56,12 @@ PRESETS = {  # named settings; --env E uses preset E, and any flag given on the 
     "rooms": dict(env="rooms", rooms=3, subpolicies=4, macro=5, warmup=10, joint=20, rounds=20,
                   flat_lrs=(1e-3, 3e-3, 1e-2, 3e-2), interrupt=0.2),
 }
+# the paper's Four Rooms task as its released code ran it (openai/mlsh, test_envs fourrooms.py): every
+# episode starts in the doorway between the right-hand rooms (cell 62), every task's goal, at
+# meta-training and at test, is the bottom-right corner (cell 103, 6 moves away), and a move that
+# succeeds is followed by a second to a random free neighbour with chance 1/3; the learner is the
+# paper preset's (RESULTS.md lists where the code's learner differed)
+PRESETS["paper-code"] = dict(PRESETS["paper"], start_cell=62, goals="103", second_move=1 / 3)
 FAMILIES = ("fourrooms", "rooms", "bandits")
 METHODS = {  # every method a run reports, in the order of its tables and colours: name -> label
     "mlsh": "MLSH", "mlsh_paper": "MLSH, the paper's master", "flat": "flat PPO",
@@ -74,6 +83,9 @@ ACTS = {  # when a setting or run option acts: one given on the command line tha
     "maze": (lambda c, o: c.env == "fourrooms", "makes goal tasks on your maze: use it with --env fourrooms"),
     "random_start": (lambda c, o: c.env != "bandits", "is for goal mazes (fourrooms, rooms); Moving Bandits "
                                                       "already starts anywhere"),
+    "start_cell": (lambda c, o: c.env == "fourrooms", "sets Four Rooms' start cell: use it with --env fourrooms"),
+    "goals": (lambda c, o: c.env == "fourrooms", "sets Four Rooms' goals: use it with --env fourrooms"),
+    "second_move": (lambda c, o: c.env != "bandits", "is for goal mazes (fourrooms, rooms)"),
     "reward": (lambda c, o: c.env != "bandits", "is for goal mazes (fourrooms, rooms); Moving Bandits pays "
                                                 "for reaching a mark"),
     "master": (lambda c, o: bool({"mlsh", "random_subs"} & set(c.methods)),
@@ -119,8 +131,13 @@ def check_config(cfg):
                         f"would decide once per episode; give --macro {cfg.max_steps} or less")
     if not 0 <= cfg.interrupt < 1:
         problems.append(f"--interrupt is {cfg.interrupt}; it is a probability in [0, 1)")
-    if not 0 <= cfg.slip < 1:
-        problems.append(f"--slip is {cfg.slip}; it is a probability in [0, 1)")
+    for name in ["slip", "second_move"]:
+        if not 0 <= getattr(cfg, name) < 1:
+            problems.append(f"{flag(name)} is {getattr(cfg, name)}; it is a probability in [0, 1)")
+    if cfg.random_start and cfg.start_cell >= 0:
+        problems.append(f"--random-start and --start-cell {cfg.start_cell}: choose one")
+    if cfg.start_cell < -1:
+        problems.append(f"--start-cell is {cfg.start_cell}; give a free cell's number (0 or more)")
     for name in ["master_lr", "sub_lr", "value_lr", "clip"]:
         if not 0 < getattr(cfg, name) < float("inf"):
             problems.append(f"{flag(name)} is {getattr(cfg, name)}; it must be a positive number")
@@ -161,23 +178,36 @@ def check_config(cfg):
 
 def make_family(cfg):
     """The task distribution the config names: goal cells of a maze, or Moving Bandits."""
-    start = None if cfg.random_start else "S"
+    start = None if cfg.random_start else cfg.start_cell if cfg.start_cell >= 0 else "S"
     if cfg.env == "fourrooms":
-        goals = dict(start=start, slip=cfg.slip, max_steps=cfg.max_steps, reward=cfg.reward)
-        if not cfg.maze:
-            return envs.GoalTasks(**goals)
+        goals = dict(start=start, slip=cfg.slip, max_steps=cfg.max_steps, reward=cfg.reward,
+                     second_move=cfg.second_move, goals=parse_goals(cfg.goals) if cfg.goals else None)
+        if cfg.goals and cfg.eval_split == "validation":
+            raise ValueError(f"--goals {cfg.goals} has no validation split: evaluate on its test goals "
+                             f"(leave out --eval-split)")
         try:
-            return envs.GoalTasks(**goals, rows=envs.read_maze(cfg.maze))
+            return envs.GoalTasks(**goals, **({"rows": envs.read_maze(cfg.maze)} if cfg.maze else {}))
         except (ValueError, OSError) as e:
             why = e.strerror if isinstance(e, OSError) else e
-            raise ValueError(f"maze file {cfg.maze}: {why}") from None
+            raise ValueError(f"maze file {cfg.maze}: {why}" if cfg.maze else str(why)) from None
     if cfg.env == "rooms":
         return envs.RoomTasks(cfg.rooms, start=start, slip=cfg.slip, max_steps=cfg.max_steps,
-                              reward=cfg.reward)
+                              reward=cfg.reward, second_move=cfg.second_move)
     if cfg.env == "bandits":
         return envs.BanditTasks(slip=cfg.slip, max_steps=cfg.max_steps)
     raise ValueError(f"unknown env {cfg.env!r}: choose one of {', '.join(FAMILIES)}")
 
+
+def parse_goals(text):
+    """--goals TRAIN/TEST ("68,80,90/103") or one list for both ("103") as (train, test) lists."""
+    try:
+        parts = [[int(c) for c in part.split(",")] for part in text.split("/")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2):
+        raise ValueError(f"--goals {text}: give cell numbers as TRAIN/TEST (68,80,90/103: meta-train on "
+                         f"three, test on the fourth), or one list for both (103)")
+    return parts[0], parts[-1]
 
 
 RENAMED = {"seeds": "eval_seeds", "envs": "copies"}   # fields of older runs' configs, and their names now

@@ -50,8 +50,8 @@ def save_png(plt, fig, path):
 
 # ---- Checkpoints: the sub-policies and the config they were trained with ----
 
-SHAPE_FIELDS = ("env", "max_steps", "slip", "random_start", "subpolicies", "macro", "hidden",
-                "layers")
+SHAPE_FIELDS = ("env", "max_steps", "slip", "second_move", "random_start", "start_cell", "subpolicies",
+                "macro", "hidden", "layers")
 FREE_ON_RESUME = ("rounds", "eval_iters", "eval_seeds", "flat_lrs", "out", "maze", "rooms", "preset",
                   "eval_split", "methods", "master", "interrupt")      # may differ when resuming
 

@@ -690,6 +690,111 @@ def test_slip_replaces_the_move_by_one_of_the_other_three():
         assert abs(frac[name] - 1 / 9) < 0.01
 
 
+# The paper's released code (openai/mlsh, test_envs/envs/fourrooms.py), written out as it runs: its
+# grid, its step (a move into a wall stays; one that succeeds is followed, with chance 1/3, by a move
+# to a random free neighbour of the new cell), its cell numbers (free cells row by row).
+CODE_LAYOUT = [row.replace("S", ".") for row in envs.FOUR_ROOMS]
+CODE_DIRECTIONS = [(-1, 0), (1, 0), (0, -1), (0, 1)]            # the code's order: up, down, left, right
+
+
+def code_step_distribution(cell, action):
+    """{next cell: probability} of one step of the code's env, by its own rules."""
+    free = lambda rc: CODE_LAYOUT[rc[0]][rc[1]] != "#"
+    move = lambda rc, d: (rc[0] + d[0], rc[1] + d[1])
+    d = CODE_DIRECTIONS[[0, 3, 1, 2][action]]                   # this project's up, right, down, left
+    nxt = move(cell, d)
+    if not free(nxt):
+        return {cell: 1.0}
+    around = [move(nxt, e) for e in CODE_DIRECTIONS if free(move(nxt, e))]
+    out = {nxt: 2 / 3}
+    for c in around:
+        out[c] = out.get(c, 0.0) + 1 / 3 / len(around)
+    return out
+
+
+def test_the_papers_code_task_starts_in_the_doorway_and_pays_every_step_on_cell_103():
+    fam = envs.GoalTasks(start=62, goals=([103], [103]), reward="every_step", max_steps=100, second_move=1 / 3)
+    maze = fam.maze
+    assert tuple(maze.cells[62]) == (7, 9) and tuple(maze.cells[103]) == (11, 11) and maze.dist[62, 103] == 6
+    assert fam.train_tasks.tolist() == fam.test_tasks.tolist() == [103]          # nothing held out, by design
+    with pytest.raises(ValueError, match="without a validation split"):
+        fam.held_out("validation")
+    env = fam.make([103] * 3, seed=0)
+    obs, _ = env.reset()
+    assert (obs.argmax(axis=1) == 62).all()
+    total, ended = np.zeros(3), 0
+    for t in range(1, 201):                                      # right, down: into the corner, then stay
+        a = np.array([1 if maze.cells[c][1] < 11 else 2 for c in env.pos])
+        obs, rew, term, trunc, info = env.step(a)
+        assert not term.any() and set(rew) <= {0.0, 1.0}
+        total += rew
+        if trunc.any():
+            assert trunc.all() and t % 100 == 0                  # cut at 100 steps, every copy at once
+            assert np.allclose(info["score"], total / env.best_return[62, 103])
+            ended, total = ended + 1, np.zeros(3)
+            assert (obs.argmax(axis=1) == 62).all()
+    assert ended == 2 and 88 < env.best_return[62, 103] < 95     # 6 moves, and the slips on the way
+
+
+def test_the_second_move_follows_the_papers_code_after_a_move_that_succeeds():
+    maze = envs.Maze(envs.FOUR_ROOMS)
+    n = 40000
+    for cell, action in [(62, 2), (62, 1), (62, 0), (0, 1), (103, 1), (8, 2)]:  # doorway down / into a wall /
+        env = envs.GoalMaze(np.full(n, 103), start=cell, second_move=1 / 3, seed=cell + action)  # up; a corner
+        env.reset()
+        env.step(np.full(n, action))
+        want = {int(maze.index[rc]): p for rc, p in code_step_distribution(tuple(maze.cells[cell]), action).items()}
+        got = np.bincount(env.pos, minlength=maze.n_cells) / n
+        assert set(np.flatnonzero(got)) == set(want)
+        for c, p in want.items():
+            assert abs(got[c] - p) < 0.012, (cell, action, c)
+    env = envs.GoalMaze(np.full(n, 103), start=62, second_move=0.0, seed=0)     # none without it
+    env.reset()
+    env.step(np.full(n, 2))
+    assert (env.pos == maze.next_cell[62, 2]).all()
+
+
+def test_best_returns_with_the_second_move_match_a_plain_dynamic_program():
+    rows = ["######", "#S...#", "#.##.#", "#....#", "######"]
+    maze = envs.Maze(rows)
+    steps, p, goal = 6, 1 / 3, int(maze.index[3, 4])
+    value = {c: 0.0 for c in range(maze.n_cells)}
+    for _ in range(steps):                                       # by the code's rules, one cell at a time
+        new = {}
+        for c in range(maze.n_cells):
+            best = -1.0
+            for a in range(4):
+                nxt = int(maze.next_cell[c, a])
+                if nxt == c:
+                    outcomes = {c: 1.0}
+                else:
+                    around = [int(m) for m in maze.next_cell[nxt] if m != nxt]
+                    outcomes = {nxt: 1 - p}
+                    for m in around:
+                        outcomes[m] = outcomes.get(m, 0.0) + p / len(around)
+                best = max(best, sum(q * ((m == goal) + value[m]) for m, q in outcomes.items()))
+            new[c] = best
+        value = new
+    got = envs.best_returns(maze, steps, second_move=p)[:, goal]
+    assert np.allclose(got, [value[c] for c in range(maze.n_cells)])
+    assert np.array_equal(envs.best_returns(maze, steps)[:, goal] > 0, maze.dist[:, goal] <= steps)
+
+
+def test_given_goals_replace_the_split_and_are_held_out_or_the_same():
+    fam = envs.GoalTasks(start=62, goals=([68, 80, 90], [103]))
+    assert fam.train_tasks.tolist() == [68, 80, 90] and fam.test_tasks.tolist() == [103]
+    assert not set(fam.train_tasks) & set(fam.test_tasks) and fam.val_tasks.size == 0
+    assert set(fam.sample(np.random.default_rng(0), 300)) == {68, 80, 90}
+    for goals, says in [(([68, 103], [103, 90]), "share some"), (([62], [103]), "other than the start cell 62"),
+                        (([68], [104]), "numbered 0 to 103"), (([], [103]), "one or more")]:
+        with pytest.raises(ValueError, match=says):
+            envs.GoalTasks(start=62, goals=goals)
+    with pytest.raises(ValueError, match="numbered 0 to 103"):
+        envs.GoalTasks(start=104)
+    far = envs.GoalTasks(start=62)                               # far goals, counted from the doorway
+    assert (far.maze.dist[62, np.r_[far.test_tasks, far.val_tasks]] >= 10).all() and 62 not in far.train_tasks
+
+
 def test_single_env_has_the_gymnasium_shape_and_passes_the_conformance_check(monkeypatch):
     env = envs.SingleEnv(envs.GoalMaze(tasks=[5], seed=0))
     obs, info = env.reset(seed=3, options={"task": 2})

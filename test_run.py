@@ -53,14 +53,15 @@ def test_rooms_preset_scales_the_episode_with_the_maze():
     assert (cfg.max_steps, cfg.steps) == (100, 256)            # a flag given wins over the rule
 
 
-@pytest.mark.parametrize("reward", ["reach", "every_step"])
-def test_reach_with_primitives_can_always_do_the_best(reward):
+@pytest.mark.parametrize("reward, start", [("reach", -1), ("every_step", -1), ("every_step", 62)])
+def test_reach_with_primitives_can_always_do_the_best(reward, start):
     # primitives alone can take the shortest path (and then stay, bumping, where the reward pays for it)
-    cfg = settings.Settings(max_steps=12, macro=4, reward=reward)
+    cfg = settings.Settings(max_steps=12, macro=4, reward=reward, start_cell=start)
     fam = settings.make_family(cfg)
-    maze = fam.maze
+    maze, s = fam.maze, fam.start_cell
     got = measures.reach(cfg, fam, _fixed_skills(fam, [1, 2, 0]), rollouts=1)
-    near = (maze.dist[maze.start] <= 12) & (np.arange(maze.n_cells) != maze.start)
+    near = (maze.dist[s] <= 12) & (np.arange(maze.n_cells) != s)
+    assert s == (62 if start == 62 else maze.start) and np.isnan(got["best_score"][s])
     assert np.allclose(got["best_score"][near], 1.0) and np.allclose(got["best_success"][near], 1.0)
     only = got["skills_only"]["best_score"]
     assert (only[near] <= 1.0 + 1e-12).all() and (only[near] < 1.0).any()
@@ -146,6 +147,16 @@ def test_presets_set_the_task_and_flags_still_win():
     cfg, _ = run.parse_args(["--methods", "mlsh", "flat", "shared", "random_subs", "--flat-lrs", "0.003", "0.01"])
     assert (cfg.methods, cfg.flat_lrs) == (("mlsh", "flat", "shared", "random_subs"), (0.003, 0.01))
     assert run.parse_args(["--preset", "rooms"])[0].methods == settings.Settings().methods   # every baseline
+    # the paper's task as its code ran it: the paper preset's learner, the code's start, goal and slip
+    cfg, _ = run.parse_args(["--preset", "paper-code"])
+    paper, _ = run.parse_args(["--preset", "paper"])
+    assert {k: v for k, v in vars(cfg).items() if getattr(paper, k) != v} == \
+        dict(preset="paper-code", start_cell=62, goals="103", second_move=1 / 3)
+    fam = settings.make_family(cfg)
+    assert fam.train_tasks.tolist() == fam.test_tasks.tolist() == [103] and fam.make([103]).start == 62
+    cfg, _ = run.parse_args(["--preset", "paper-code", "--goals", "68,80,90/103", "--second-move", "0"])
+    fam = settings.make_family(cfg)
+    assert (fam.train_tasks.tolist(), fam.test_tasks.tolist(), fam.make([103]).second_move) == ([68, 80, 90], [103], 0)
 
 
 def test_help_lists_every_config_field(capsys):
@@ -158,8 +169,8 @@ def test_help_lists_every_config_field(capsys):
     # every preset's default where they differ, Four Rooms' among them; one default for --out
     flat = " ".join(text.split())
     assert "--sub-lr SUB_LR Adam step for φ (the paper's 3e-4 was too slow: RESULTS.md) (default: fourrooms 0.001, " \
-           "bandits 0.003, paper 0.003, rooms 0.001*)" in flat
-    assert "(default: fourrooms 50, bandits 50, paper 100, rooms 112 (follows --rooms)*)" in flat
+           "bandits 0.003, paper 0.003, rooms 0.001, paper-code 0.003*)" in flat
+    assert "(default: fourrooms 50, bandits 50, paper 100, rooms 112 (follows --rooms), paper-code 100*)" in flat
     assert "--hidden HIDDEN units per hidden layer (tanh) (default: 64)" in flat
     out_help = flat[flat.index("--out OUT folder"):flat.index("--quick a tiny")]
     assert out_help.count("default") == 1 and "runs/<preset>" in out_help
@@ -452,6 +463,15 @@ def test_a_maze_file_that_is_not_text_is_refused(tmp_path):
     (["--seed", "-1"], "--seed is -1; it must be at least 0"),
     (["--macro", "500"], "--macro 500 is longer than an episode (--max-steps 50)"),
     (["--preset", "paper", "--macro", "101"], "--macro 101 is longer than an episode (--max-steps 100)"),
+    (["--second-move", "1"], "--second-move is 1.0; it is a probability in [0, 1)"),
+    (["--random-start", "--start-cell", "62"], "--random-start and --start-cell 62: choose one"),
+    (["--start-cell", "104"], "start cell 104: the maze's free cells are numbered 0 to 103"),
+    (["--goals", "68,80/x"], "--goals 68,80/x: give cell numbers as TRAIN/TEST"),
+    (["--goals", "1/2/3"], "--goals 1/2/3: give cell numbers as TRAIN/TEST"),
+    (["--goals", "68,103/103"], "share some: hold the test goals out"),
+    (["--goals", "0/103"], "training goals [0]: give one or more free cells, numbered 0 to 103, other than "
+                           "the start cell 0"),
+    (["--preset", "paper-code", "--eval-split", "validation"], "--goals 103 has no validation split"),
 ])
 def test_bad_flags_are_refused_before_training(capsys, flags, expected, tmp_path):
     with pytest.raises(SystemExit) as e:
@@ -467,6 +487,8 @@ ACTING = {  # for each row of settings.ACTS: flags that give it where it cannot 
     "random_start": ["--env", "bandits", "--random-start"], "reward": ["--env", "bandits", "--reward", "every_step"],
     "master": ["--methods", "flat", "--master", "paper"], "interrupt": ["--master", "paper", "--interrupt", "0.2"],
     "flat_lrs": ["--methods", "mlsh", "--flat-lrs", "0.1"], "render": ["--methods", "flat", "--render"],
+    "start_cell": ["--env", "rooms", "--start-cell", "3"], "goals": ["--env", "rooms", "--goals", "103"],
+    "second_move": ["--env", "bandits", "--second-move", "0.3"],
     **{name: ["--eval-only", "--load", "c.npz", "--" + name.replace("_", "-"), "3"]
        for name in ("rounds", "tasks", "warmup", "joint", "sub_lr", "sub_ent")},
 }
