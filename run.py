@@ -374,7 +374,8 @@ def main(argv=None):
     store.write_json(os.path.join(out, "results.json"),
                {"config": dataclasses.asdict(cfg), "methods": results, "skills_alone": skills,
                 "reach": reached, "meta_training": history,
-                "seconds": {"meta_training": t_meta, "evaluation": t_eval}, "quick": opts.quick})
+                "seconds": {"meta_training": t_meta, "evaluation": t_eval}, "quick": opts.quick,
+                "cpu": store.cpu()})
     if os.path.exists(kept):
         os.remove(kept)                                      # results.json holds them now
     ep = (plots.play_episode(family, masters, 0, seed=cfg.seed, split=cfg.eval_split)

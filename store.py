@@ -5,6 +5,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import platform
 import zlib
 
 import numpy as np
@@ -23,6 +24,17 @@ def atomic(path, mode="w"):
     with open(tmp, mode) as f:
         yield f
     os.replace(tmp, path)
+
+
+def cpu():
+    """The model name of the CPU this process runs on, which results.json records: float32 kernels round
+    differently from one CPU to another, so per-seed numbers do too."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine() or "unknown"
 
 
 def write_json(path, data):

@@ -7,6 +7,7 @@ tooling for that, kept apart from the algorithm (which stays in mlsh.py):
     python sweep.py --seeds 0-9 --env bandits          # any mlsh.py flag passes through
     python sweep.py --seeds 0,3,7 --jobs 1 --out DIR
     python sweep.py --summarise DIR [DIR ...]          # run folders made anywhere (one per cluster job, say)
+    python sweep.py --seeds 0-9 --list > jobs.txt      # the mlsh.py command of every seed, one per line
 
 Each seed runs `python mlsh.py --seed S <flags> --out DIR/seed-S` in a
 process of its own, so its numbers are bit for bit those of that command run
@@ -268,7 +269,8 @@ def row(seed, res):
             "best_master_skills_only": reached.get("skills_only", {}).get("best_score", {}).get("mean"),
             "random_master_meets": reached.get("master_visit", {}).get("mean"),
             "random_walk_meets": reached.get("walk_visit", {}).get("mean"),
-            "meta_success": [history[0].get("joint_success"), history[-1].get("joint_success")]}
+            "meta_success": [history[0].get("joint_success"), history[-1].get("joint_success")],
+            "cpu": res.get("cpu", "not recorded")}
 
 
 def summary(rows):
@@ -320,6 +322,18 @@ def summary_line(s):
             + failed)
 
 
+def cpu_line(rows):
+    """A line when the seeds ran on more than one CPU (empty when on one): per-seed numbers differ between
+    CPUs, so such a table is read by its summary over seeds."""
+    on = {}
+    for r in rows:
+        on.setdefault(r.get("cpu", "not recorded"), []).append(str(r["seed"]))
+    if len(on) < 2:
+        return ""
+    return (f"These seeds ran on {len(on)} CPUs (" + "; ".join(f"{c}: seed {', '.join(s)}" for c, s in on.items())
+            + "): per-seed numbers differ between CPUs; read the summary over seeds.\n")
+
+
 def ratio_line(s):
     """The gap, in one line (empty without MLSH and flat PPO)."""
     if s.get("twice_flat") is None:
@@ -364,7 +378,7 @@ def table(rows, s):
         mean, succ = s["mean_auc"], s["mean_success_auc"]
         lines.append("| mean | " + " | ".join(f"{mean[n]:.3f}" if n in mean else "-" for n in shown) + " | "
                      + " / ".join(frac(succ.get(n)) for n in ("mlsh", "flat")) + " | | | | |")
-    return "\n".join(lines) + "\n\n" + summary_line(s) + "\n" + ratio_line(s)
+    return "\n".join(lines) + "\n\n" + summary_line(s) + "\n" + ratio_line(s) + cpu_line(rows)
 
 
 QUICK_NOTE = "--quick: a smoke test; these numbers say nothing about MLSH"
@@ -456,6 +470,12 @@ def write_grid(out, grid, cells, runs, flags, log=print):
 # Command line
 # ---------------------------------------------------------------------------
 
+def near(path):
+    """A path as short as it can be said from here: relative below the current folder, else absolute."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message):
         raise BadInput(f"{message} (python sweep.py --help)")
@@ -471,14 +491,17 @@ def parse(argv):
                                  "runs/sweep-maze-<file name> with --maze, beside mlsh.py; with --summarise, the "
                                  "folders' common parent)")
     p.add_argument("--summarise", nargs="+", metavar="DIR", help="no runs: summarise these finished run folders")
+    p.add_argument("--list", action="store_true", help="no runs: print the mlsh.py command of every seed (of every "
+                   "grid cell), one per line, for a cluster's scheduler; the same sweep command afterwards, or "
+                   "--summarise, makes the tables from their folders")
     p.add_argument("--grid", nargs="+", metavar="NAME=V1,V2", help="a sweep for every combination of these mlsh.py "
                    "flag values (as macro=1,5,10), each in OUT/NAME-V_..., and grid.md/json/png over them "
                    "(default OUT: runs/grid-<preset>)")
     args, flags = p.parse_known_args(argv)
     if (args.seeds is None) == (args.summarise is None):
         raise BadInput("give --seeds to run a sweep, or --summarise DIR ... to summarise run folders (not both)")
-    if args.summarise and (flags or args.grid):
-        raise BadInput(f"--summarise takes folders only, not mlsh.py flags or --grid ({' '.join(flags)})")
+    if args.summarise and (flags or args.grid or args.list):
+        raise BadInput(f"--summarise takes folders only, not mlsh.py flags, --grid or --list ({' '.join(flags)})")
     if args.jobs is not None and args.jobs < 1:
         raise BadInput(f"--jobs is {args.jobs}; it must be at least 1")
     return args, flags
@@ -501,6 +524,12 @@ def main(argv=None):
         out = os.path.abspath(args.out or default_folder(cells[0][2], grid, "--quick" in flags))
         cells = [(label, f, cfg, os.path.join(out, label.replace("=", "-").replace(" ", "_")))
                  for label, f, cfg in cells]
+        if args.list:
+            for label, f, cfg, folder in cells:
+                for s in seeds:
+                    print(shlex.join(["python", near(MLSH), *f, "--seed", str(s), "--out",
+                                      near(os.path.join(folder, f"seed-{s}"))]))
+            return
         for *_, folder in cells:
             store.check_writable(folder)
         jobs = args.jobs or len(os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else os.cpu_count())

@@ -78,6 +78,34 @@ def test_summarise_of_run_folders_gives_the_sweeps_summary(swept, tmp_path):
     assert sweep.settings(dataclasses.asdict(run.parse_args(made["flags"])[0])) == made["config"]
 
 
+def test_the_listed_commands_run_anywhere_give_the_sweeps_table_bit_for_bit(swept, tmp_path):
+    code, out, err = _sweep("--seeds", "0-1", *QUICK_SWEEP, "--list", "--out", str(tmp_path / "cluster"))
+    assert code == 0 and not (tmp_path / "cluster").exists(), out + err     # a listing runs nothing
+    commands = out.splitlines()
+    assert [c.split()[:2] for c in commands] == [["python", "mlsh.py"]] * 2 and "--seed 1 --out" in commands[1]
+    for command in commands:                                   # as a cluster's job would run each line
+        r = subprocess.run(command.replace("python", sys.executable, 1), shell=True, cwd=Path(sweep.HERE),
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stdout + r.stderr
+    code, out, err = _sweep("--summarise", *(str(tmp_path / "cluster" / f"seed-{s}") for s in (0, 1)))
+    assert code == 0, out + err
+    def table(folder):                            # from the table on (summarise spells --quick's flags out)
+        text = (folder / "sweep.md").read_text()
+        return text[text.index("| seed |"):]
+
+    assert table(tmp_path / "cluster") == table(swept / "jobs2") and "| mean |" in table(swept / "jobs2")
+    made, swept_json = (json.loads((d / "sweep.json").read_text()) for d in (tmp_path / "cluster", swept / "jobs2"))
+    assert made["runs"] == swept_json["runs"] and made["summary"] == swept_json["summary"]
+    assert made["runs"][0]["cpu"] == made["runs"][1]["cpu"] != "not recorded"
+
+
+def test_a_table_of_seeds_from_different_cpus_says_so():
+    rows = [{"seed": 0, "cpu": "A"}, {"seed": 1, "cpu": "B"}, {"seed": 2, "cpu": "A"}]
+    assert sweep.cpu_line(rows) == ("These seeds ran on 2 CPUs (A: seed 0, 2; B: seed 1): per-seed numbers "
+                                    "differ between CPUs; read the summary over seeds.\n")
+    assert sweep.cpu_line(rows[::2]) == ""
+
+
 def test_summary_counts_intervals_and_bootstraps_the_difference_over_seeds():
 
     def run(seed, mlsh_ci, flat_ci, other_ci):
