@@ -123,12 +123,15 @@ def report():
             x = [r["auc"] for r in rows if (r["preset"], r["lr"]) == (preset, lr)]
             m, ci = interval(x, rng)
             print(f"  rate {lr:<6g} {m:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]  seeds {len(x)}")
-        by_seed = {}
+        by_seed, rates = {}, {r["lr"] for r in rows if r["preset"] == preset}
         for r in rows:
             if r["preset"] == preset:
-                by_seed.setdefault(r["seed"], []).append(r["auc"])
-        m, ci = interval([max(a) for a in by_seed.values()], rng)
-        print(f"  each seed's best rate: {m:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]  seeds {len(by_seed)}")
+                by_seed.setdefault(r["seed"], {})[r["lr"]] = r["auc"]
+        full = [max(a.values()) for a in by_seed.values() if set(a) == rates]      # seeds run at every rate
+        if full:
+            m, ci = interval(full, rng)
+            print(f"  each seed's best rate, over the seeds run at every rate: {m:.3f} [{ci[0]:.3f}, "
+                  f"{ci[1]:.3f}]  seeds {len(full)}")
 
 
 def main():
