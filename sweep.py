@@ -384,9 +384,41 @@ def table(rows, s):
 QUICK_NOTE = "--quick: a smoke test; these numbers say nothing about MLSH"
 
 
-def write_summary(out, runs, flags, config, log=print):
+# Flat PPO learns from scratch: it does not depend on these settings, only on the rest (the task, the
+# networks, PPO's settings, the evaluation, the seed)
+NOT_FLATS = ("subpolicies", "macro", "master", "interrupt", "rounds", "tasks", "warmup", "joint", "sub_lr",
+             "sub_ent", "master_lr", "methods", "flat_lrs", "preset")
+
+
+def flat_source(folder, seeds, config):
+    """{seed: flat PPO's results} from the sweep in `folder`, whose runs must hold flat PPO and differ from
+    `config` only in settings flat PPO does not depend on (NOT_FLATS); else BadInput, before any run."""
+    if "flat" in config["methods"]:
+        raise BadInput("--flat-from takes flat PPO from another sweep: leave flat out of --methods")
+    want = {k: v for k, v in config.items() if k not in NOT_FLATS}
+    flat = {}
+    for s in seeds:
+        if not os.path.isfile(os.path.join(folder, f"seed-{s}", "results.json")):
+            raise BadInput(f"--flat-from {folder}: no finished seed {s} there; run that sweep's seed first")
+        res = read_results(os.path.join(folder, f"seed-{s}"))
+        there = {k: v for k, v in settings(res["config"]).items() if k not in NOT_FLATS}
+        if "flat" not in res["methods"] or there != want:
+            why = differences(there, want) if there != want else "it has no flat PPO"
+            raise BadInput(f"--flat-from {folder}: seed {s} is not flat PPO of these settings ({why})")
+        flat[s] = res["methods"]["flat"]
+    return flat
+
+
+def with_flat(runs, flat):
+    """Each finished seed's results with flat PPO's (of the same seed) from another sweep (flat_source)."""
+    return {s: res if "error" in res else {**res, "methods": {**res["methods"], "flat": flat[s]}}
+            for s, res in runs.items()}
+
+
+def write_summary(out, runs, flags, config, log=print, flat_from=None):
     """sweep.json, sweep.md, sweep.png and curves.png in `out` from {seed: results}; prints the table.
-    Runs made with --quick say so in the table's first line and in the figures' titles."""
+    Runs made with --quick say so in the table's first line and in the figures' titles. flat_from: the
+    sweep flat PPO's results came from (with_flat), named under the table."""
     rows = [row(s, runs[s]) for s in sorted(runs)]
     s = summary(rows)
     quick = any(res.get("quick") for res in runs.values())
@@ -395,7 +427,8 @@ def write_summary(out, runs, flags, config, log=print):
     store.write_json(os.path.join(out, "sweep.json"), {"flags": flags, "config": config, "runs": rows, "summary": s,
                                                        "quick": quick})
     text = (f"**{QUICK_NOTE}**\n\n" * quick + f"`{command} --seed S`, seeds {', '.join(str(r['seed']) for r in rows)}"
-            f"\n\n{table(rows, s)}")
+            f"\n\n{table(rows, s)}" + (f"Flat PPO: each seed's from {near(flat_from)} (it does not depend on the "
+                                       f"settings in which the two differ)\n" if flat_from else ""))
     command += f"\n({QUICK_NOTE})" * quick
     store.write_text(os.path.join(out, "sweep.md"), text)
     if s["n"]:
@@ -497,6 +530,9 @@ def parse(argv):
     p.add_argument("--grid", nargs="+", metavar="NAME=V1,V2", help="a sweep for every combination of these mlsh.py "
                    "flag values (as macro=1,5,10), each in OUT/NAME-V_..., and grid.md/json/png over them "
                    "(default OUT: runs/grid-<preset>)")
+    p.add_argument("--flat-from", metavar="DIR", help="flat PPO's results from the sweep in DIR, seed by seed, "
+                   "instead of running it again: for settings flat PPO does not depend on (K, N, W, U, the rounds), "
+                   "with flat left out of --methods")
     args, flags = p.parse_known_args(argv)
     if (args.seeds is None) == (args.summarise is None):
         raise BadInput("give --seeds to run a sweep, or --summarise DIR ... to summarise run folders (not both)")
@@ -514,9 +550,11 @@ def main(argv=None):
         if args.summarise:
             folders = [os.path.abspath(d) for d in args.summarise]
             runs, config = gather(folders)
+            if args.flat_from:
+                runs = with_flat(runs, flat_source(args.flat_from, sorted(runs), config))
             out = os.path.abspath(args.out or os.path.commonpath([os.path.dirname(d) for d in folders]))
             store.check_writable(out)
-            write_summary(out, runs, flags_of(config), config)
+            write_summary(out, runs, flags_of(config), config, flat_from=args.flat_from)
             return
         seeds = parse_seeds(args.seeds)
         grid = parse_grid(args.grid, flags) if args.grid else []
@@ -524,6 +562,8 @@ def main(argv=None):
         out = os.path.abspath(args.out or default_folder(cells[0][2], grid, "--quick" in flags))
         cells = [(label, f, cfg, os.path.join(out, label.replace("=", "-").replace(" ", "_")))
                  for label, f, cfg in cells]
+        flat = [flat_source(args.flat_from, seeds, settings(dataclasses.asdict(cfg))) if args.flat_from else None
+                for *_, cfg, _ in cells]                   # checked before any run
         if args.list:
             for label, f, cfg, folder in cells:
                 for s in seeds:
@@ -533,9 +573,10 @@ def main(argv=None):
         for *_, folder in cells:
             store.check_writable(folder)
         jobs = args.jobs or len(os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else os.cpu_count())
-        runs = run_seeds(seeds, cells, jobs)
+        runs = [r if f is None else with_flat(r, f) for r, f in zip(run_seeds(seeds, cells, jobs), flat)]
         for (label, f, cfg, folder), r in zip(cells, runs):
-            write_summary(folder, r, f, settings(dataclasses.asdict(cfg)), log=print if not grid else lambda s: None)
+            write_summary(folder, r, f, settings(dataclasses.asdict(cfg)), log=print if not grid else lambda s: None,
+                          flat_from=args.flat_from)
         if grid:
             write_grid(out, grid, cells, runs, flags)
     except (BadInput, ValueError) as e:

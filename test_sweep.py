@@ -99,6 +99,31 @@ def test_the_listed_commands_run_anywhere_give_the_sweeps_table_bit_for_bit(swep
     assert made["runs"][0]["cpu"] == made["runs"][1]["cpu"] != "not recorded"
 
 
+def test_flat_ppo_taken_from_another_sweep_is_the_flat_ppo_these_settings_would_run(swept, tmp_path, capsys):
+    # flat PPO learns from scratch: K does not change it, bit for bit, so a grid over K may share it
+    run.main(QUICK_SWEEP + ["--quiet", "--subpolicies", "2", "--methods", "flat", "--out", str(tmp_path / "flat-K2")])
+    by_hand = json.loads((tmp_path / "flat-K2" / "results.json").read_text())["methods"]["flat"]
+    source = json.loads((swept / "jobs2" / "seed-0" / "results.json").read_text())["methods"]["flat"]
+    assert by_hand == source
+    code, out, err = _sweep("--seeds", "0-1", *QUICK_SWEEP, "--methods", "mlsh", "--subpolicies", "2",
+                            "--flat-from", str(swept / "jobs2"), "--out", str(tmp_path / "K2"))
+    assert code == 0, out + err
+    made = json.loads((tmp_path / "K2" / "sweep.json").read_text())
+    jobs2 = json.loads((swept / "jobs2" / "sweep.json").read_text())
+    assert [r["methods"]["flat"] for r in made["runs"]] == [r["methods"]["flat"] for r in jobs2["runs"]]
+    assert made["summary"]["above_flat"] is not None and "Flat PPO: each seed's from" in out
+    assert "flat" not in json.loads((tmp_path / "K2" / "seed-0" / "results.json").read_text())["methods"]
+    for argv, says in [(["--hidden", "32", "--methods", "mlsh"], "is not flat PPO of these settings (hidden is 64 there"),
+                       (["--subpolicies", "2"], "leave flat out of --methods"),
+                       (["--seeds", "0-2", "--methods", "mlsh"], "no finished seed 2 there")]:
+        seeds = [] if "--seeds" in argv else ["--seeds", "0-1"]
+        with pytest.raises(SystemExit) as e:
+            sweep.main(seeds + argv + QUICK_SWEEP + ["--flat-from", str(swept / "jobs2"), "--out", str(tmp_path / "bad")])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and says in err and err.count("\n") == 1, err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_a_table_of_seeds_from_different_cpus_says_so():
     rows = [{"seed": 0, "cpu": "A"}, {"seed": 1, "cpu": "B"}, {"seed": 2, "cpu": "A"}]
     assert sweep.cpu_line(rows) == ("These seeds ran on 2 CPUs (A: seed 0, 2; B: seed 1): per-seed numbers "
