@@ -180,13 +180,13 @@ def make_family(cfg):
     """The task distribution the config names: goal cells of a maze, or Moving Bandits."""
     start = None if cfg.random_start else cfg.start_cell if cfg.start_cell >= 0 else "S"
     if cfg.env == "fourrooms":
-        goals = dict(start=start, slip=cfg.slip, max_steps=cfg.max_steps, reward=cfg.reward,
-                     second_move=cfg.second_move, goals=parse_goals(cfg.goals) if cfg.goals else None)
+        task = dict(start=start, slip=cfg.slip, max_steps=cfg.max_steps, reward=cfg.reward,
+                    second_move=cfg.second_move, goals=parse_goals(cfg.goals) if cfg.goals else None)
         if cfg.goals and cfg.eval_split == "validation":
             raise ValueError(f"--goals {cfg.goals} has no validation split: evaluate on its test goals "
                              f"(leave out --eval-split)")
         try:
-            return envs.GoalTasks(**goals, **({"rows": envs.read_maze(cfg.maze)} if cfg.maze else {}))
+            return envs.GoalTasks(**task, **({"rows": envs.read_maze(cfg.maze)} if cfg.maze else {}))
         except (ValueError, OSError) as e:
             why = e.strerror if isinstance(e, OSError) else e
             raise ValueError(f"maze file {cfg.maze}: {why}" if cfg.maze else str(why)) from None
