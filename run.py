@@ -21,8 +21,8 @@ import plots
 import store
 from measures import bench, reach, skills_alone, summarise
 from mlsh import Net, Runner, stream
-from settings import (FAMILIES, METHODS, PRESETS, TASK_FIELDS, Settings, cannot_act, check_config, make_family,
-                      odd, rooms_budget)
+from settings import (FAMILIES, METHODS, PRESETS, TASK_FIELDS, META_TRAINING, Settings, cannot_act, check_config,
+                      make_family, odd, rooms_budget)
 
 
 QUICK = dict(rounds=2, tasks=2, warmup=2, joint=2, copies=4, eval_iters=3, eval_seeds=1, flat_lrs=(3e-3,))
@@ -300,11 +300,15 @@ def main(argv=None):
     ckpt = os.path.join(out, "checkpoint.npz")
     try:                                   # every check before anything is written
         family = make_family(cfg)
+        if opts.eval_only:     # the results say how the skills evaluated were meta-trained
+            resume = store.load_checkpoint(opts.load, cfg, family, resume=False)
+            cfg = dataclasses.replace(cfg, **{k: resume["config"][k] for k in META_TRAINING if k in resume["config"]})
         state = store.kept_run(out, cfg, opts)
         store.check_writable(out)
-        own = state == "interrupted" and os.path.isfile(ckpt) and not opts.eval_only   # carry it on
-        load = opts.load or (ckpt if own else None)
-        resume = store.load_checkpoint(load, cfg, family, resume=not opts.eval_only) if load else None
+        if not opts.eval_only:
+            own = state == "interrupted" and os.path.isfile(ckpt)      # carry it on
+            load = opts.load or (ckpt if own else None)
+            resume = store.load_checkpoint(load, cfg, family, resume=True) if load else None
     except ValueError as e:
         print(f"mlsh: {e}", file=sys.stderr)
         raise SystemExit(2)

@@ -77,6 +77,8 @@ def rooms_budget(rooms):
     return dict(max_steps=T, steps=64 * -(-T // 64))
 
 
+META_TRAINING = ("rounds", "tasks", "warmup", "joint", "sub_lr", "sub_ent")   # settings of meta-training alone
+
 ACTS = {  # when a setting or run option acts: one given on the command line that cannot act is refused
     # name: (when it acts, given the settings and the run options; why not, and what to do)
     "rooms": (lambda c, o: c.env == "rooms", "sets the size of a room maze: add --env rooms"),
@@ -96,7 +98,7 @@ ACTS = {  # when a setting or run option acts: one given on the command line tha
     "flat_lrs": (lambda c, o: "flat" in c.methods, "are flat PPO's learning rates: add flat to --methods"),
     **{name: (lambda c, o: not o.eval_only, "is a setting of meta-training, which --eval-only does not run: "
                                            "leave it out, or leave out --eval-only")
-       for name in ("rounds", "tasks", "warmup", "joint", "sub_lr", "sub_ent")},
+       for name in META_TRAINING},
     "render": (lambda c, o: "mlsh" in c.methods, "prints an episode of MLSH's master: add mlsh to --methods"),
 }
 

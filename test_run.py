@@ -289,6 +289,18 @@ def test_eval_only_reproduces_the_evaluation(tmp_path):
     assert a == b
 
 
+def test_eval_only_records_how_its_skills_were_meta_trained_and_is_the_same_run_again(tmp_path, capsys):
+    run.main(QUICK_BANDITS + ["--warmup", "3", "--joint", "1", "--rounds", "2", "--out", str(tmp_path / "a")])
+    again = QUICK_BANDITS + ["--out", str(tmp_path / "b"), "--eval-only", "--load", str(tmp_path / "a" / "checkpoint.npz"),
+                             "--methods", "mlsh", "--master", "options"]
+    run.main(again)
+    config = json.loads((tmp_path / "b" / "results.json").read_text())["config"]
+    assert (config["warmup"], config["joint"], config["rounds"], config["master"]) == (3, 1, 2, "options")
+    capsys.readouterr()
+    run.main(again)                       # the same command again: the run is finished, nothing replaced
+    assert "finished" in capsys.readouterr().out
+
+
 def test_an_interrupted_evaluation_carries_on_where_it_stopped(tmp_path, monkeypatch, capsys):
     argv = QUICK_BANDITS + ["--methods", "mlsh", "random_subs", "flat", "--flat-lrs", "0.01", "0.03",
                             "--render"]
