@@ -267,6 +267,25 @@ def plot_sweep_curves(path, rows, title):
     save_png(plt, fig, path)
 
 
+def plot_compare(path, steps):
+    """Fine-tuning curves of several settings side by side, one panel each: [(name, rows)], every method's
+    mean over the runs with a 95% band, as the paper draws its figures."""
+    plt = pyplot()
+
+    fig, axes = plt.subplots(1, len(steps), figsize=(3.6 * len(steps), 3.6), squeeze=False, sharey=True)
+    for ax, (name, rows) in zip(axes[0], steps):
+        for m in [m for m in METHODS if m in rows[0]["methods"]]:
+            mean, half = band([r["methods"][m]["curve"] for r in rows])
+            x = np.arange(1, len(mean) + 1)
+            ax.plot(x, mean, color=f"C{ORDER.index(m)}", label=METHODS[m])
+            ax.fill_between(x, mean - half, mean + half, color=f"C{ORDER.index(m)}", alpha=0.2, lw=0)
+        ax.set(xlabel="fine-tuning iteration", ylim=(0, 1.02))
+        ax.set_title(f"{name}\n{len(rows)} runs", fontsize=9)
+    axes[0][0].set_ylabel("normalised return on the test goal")
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    save_png(plt, fig, path)
+
+
 def plot_grid(path, grid, table, title):
     """Every method's AUC over the grid: one panel per value of the first name (if two), the other
     along the x axis; mean over seeds with its 95% interval."""

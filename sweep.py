@@ -8,6 +8,7 @@ tooling for that, kept apart from the algorithm (which stays in mlsh.py):
     python sweep.py --seeds 0,3,7 --jobs 1 --out DIR
     python sweep.py --summarise DIR [DIR ...]          # run folders made anywhere (one per cluster job, say)
     python sweep.py --seeds 0-9 --list > jobs.txt      # the mlsh.py command of every seed, one per line
+    python sweep.py --compare "near=DIR1" "far=DIR2,DIR3" --out DIR   # finished sweeps side by side
 
 Each seed runs `python mlsh.py --seed S <flags> --out DIR/seed-S` in a
 process of its own, so its numbers are bit for bit those of that command run
@@ -499,6 +500,56 @@ def write_grid(out, grid, cells, runs, flags, log=print):
     log(f"grid.json, grid.md{', grid.png' if len(grid) <= 2 else ''} in {out}; each cell's sweep in its folder")
 
 
+def compare(steps):
+    """Several settings side by side, one line each: [(name, [sweep folder, ...])] -> the table's lines
+    (compare.json, compare.md) and each setting's rows for the figure. A setting's folders are pooled run
+    by run (one goal held out per folder, say), so its intervals are 95% bootstrap intervals over runs."""
+    lines, data, pooled = [], [], []
+    for name, folders in steps:
+        rows = []
+        for folder in folders:
+            if not os.path.isfile(os.path.join(folder, "sweep.json")):
+                raise BadInput(f"{folder} holds no sweep.json: give folders a finished sweep.py wrote")
+            with open(os.path.join(folder, "sweep.json")) as f:
+                rows += [r for r in json.load(f)["runs"] if "error" not in r]
+        need = [m for m in ("mlsh", "mlsh_paper", "flat") if not rows or m not in rows[0]["methods"]]
+        if need:
+            raise BadInput(f"{name}: its runs lack {', '.join(need)}; compare sweeps that ran both masters and flat PPO")
+        ci = lambda x: interval(x, np.random.default_rng(0))     # as summary() draws its intervals
+        auc = lambda m: [r["methods"][m]["auc"] for r in rows]
+        above = lambda m: sum(r["methods"][m]["auc_ci"][0] > r["methods"]["flat"]["auc_ci"][1] for r in rows)
+        cell = {m: ci(auc(m)) for m in METHODS if m in rows[0]["methods"]}
+        for m in ("mlsh", "mlsh_paper"):
+            cell[f"{m}_minus_flat"] = ci(np.subtract(auc(m), auc("flat")))
+            cell[f"{m}_above_flat"] = above(m)
+        data.append({"name": name, "folders": [near(f) for f in folders], "runs": len(rows), **cell})
+        pooled.append((name, rows))
+    show = lambda a, sign="": f"{a[0]:{sign}.3f} [{a[1][0]:{sign}.3f}, {a[1][1]:{sign}.3f}]"
+    shown = [m for m in METHODS if all(m in d for d in data)]
+    lines = ["| setting | runs | " + " | ".join(METHODS[m] for m in shown) + " | MLSH minus flat | the paper's master "
+             "minus flat | runs with MLSH / the paper's master above flat |", "| --- " * (len(shown) + 5) + "|"]
+    for d in data:
+        lines.append(f"| {d['name']} | {d['runs']} | " + " | ".join(show(d[m]) for m in shown)
+                     + f" | {show(d['mlsh_minus_flat'], '+')} | {show(d['mlsh_paper_minus_flat'], '+')} | "
+                     f"{d['mlsh_above_flat']} / {d['mlsh_paper_above_flat']} of {d['runs']} |")
+    text = ("\n".join(lines) + "\n\nAUC: mean over runs (meta-training seeds; a setting of several sweeps pools "
+            "their runs), 95% bootstrap interval over runs. Above flat: runs on which the method's interval lay "
+            "above flat PPO's.\n")
+    return text, data, pooled
+
+
+def write_compare(out, steps, log=print):
+    """compare.json, compare.md and compare.png (one panel of fine-tuning curves per setting) in `out`."""
+    text, data, pooled = compare(steps)
+    store.check_writable(out)
+    os.makedirs(out, exist_ok=True)
+    store.write_json(os.path.join(out, "compare.json"), {"settings": data})
+    store.write_text(os.path.join(out, "compare.md"), text)
+    plots.plot_compare(os.path.join(out, "compare.png"), pooled)
+    log("\n" + text)
+    log(f"compare.json, compare.md and compare.png in {near(out)}")
+
+
 # ---------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------
@@ -530,12 +581,21 @@ def parse(argv):
     p.add_argument("--grid", nargs="+", metavar="NAME=V1,V2", help="a sweep for every combination of these mlsh.py "
                    "flag values (as macro=1,5,10), each in OUT/NAME-V_..., and grid.md/json/png over them "
                    "(default OUT: runs/grid-<preset>)")
+    p.add_argument("--compare", nargs="+", metavar="NAME=DIR[,DIR]", help="no runs: finished sweeps side by side, "
+                   "one line and one panel of curves per NAME, its sweeps' runs pooled (compare.md/json/png in --out, "
+                   "default the folders' common parent)")
     p.add_argument("--flat-from", metavar="DIR", help="flat PPO's results from the sweep in DIR, seed by seed, "
                    "instead of running it again: for settings flat PPO does not depend on (K, N, W, U, the rounds), "
                    "with flat left out of --methods")
     args, flags = p.parse_known_args(argv)
-    if (args.seeds is None) == (args.summarise is None):
-        raise BadInput("give --seeds to run a sweep, or --summarise DIR ... to summarise run folders (not both)")
+    if sum(x is not None for x in (args.seeds, args.summarise, args.compare)) != 1:
+        raise BadInput("give --seeds to run a sweep, --summarise DIR ... to summarise run folders, or --compare "
+                       "NAME=DIR ... to set finished sweeps side by side (one of the three)")
+    if args.compare and (flags or args.grid or args.list or args.flat_from):
+        raise BadInput(f"--compare takes NAME=DIR[,DIR] items and --out only ({' '.join(flags)})")
+    bad = [c for c in args.compare or [] if "=" not in c or not c.split("=", 1)[1]]
+    if bad:
+        raise BadInput(f"--compare {bad[0]}: give each setting as NAME=DIR or NAME=DIR,DIR (its sweeps' folders)")
     if args.summarise and (flags or args.grid or args.list):
         raise BadInput(f"--summarise takes folders only, not mlsh.py flags, --grid or --list ({' '.join(flags)})")
     if args.jobs is not None and args.jobs < 1:
@@ -547,6 +607,13 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args, flags = parse(argv)
+        if args.compare:
+            steps = [(c.split("=", 1)[0], [os.path.abspath(d) for d in c.split("=", 1)[1].split(",")])
+                     for c in args.compare]
+            folders = [d for _, ds in steps for d in ds]
+            write_compare(os.path.abspath(args.out or os.path.commonpath([os.path.dirname(d) for d in folders])),
+                          steps)
+            return
         if args.summarise:
             folders = [os.path.abspath(d) for d in args.summarise]
             runs, config = gather(folders)

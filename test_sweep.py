@@ -124,6 +124,29 @@ def test_flat_ppo_taken_from_another_sweep_is_the_flat_ppo_these_settings_would_
     assert not (tmp_path / "bad").exists()
 
 
+def test_compare_sets_sweeps_side_by_side_and_pools_a_settings_sweeps(swept, tmp_path):
+    code, out, err = _sweep("--compare", f"one={swept / 'jobs2'}", f"twice={swept / 'jobs2'},{swept / 'jobs2'}",
+                            "--out", str(tmp_path))
+    assert code == 0, out + err
+    one, twice = json.loads((tmp_path / "compare.json").read_text())["settings"]
+    summary = json.loads((swept / "jobs2" / "sweep.json").read_text())["summary"]
+    assert one["runs"] == 2 and twice["runs"] == 4
+    assert one["mlsh_minus_flat"] == [summary["mean_diff"], summary["mean_diff_ci"]]
+    assert one["mlsh_above_flat"] == summary["above_flat"] and twice["mlsh_above_flat"] == 2 * summary["above_flat"]
+    for m in ("mlsh", "mlsh_paper", "flat"):
+        assert one[m][0] == pytest.approx(summary["mean_auc"][m]) and twice[m][0] == pytest.approx(one[m][0])
+    assert "| one | 2 |" in (tmp_path / "compare.md").read_text()
+    assert (tmp_path / "compare.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("items, expected", [(["near"], "give each setting as NAME=DIR"),
+                                             (["near=nowhere"], "holds no sweep.json")])
+def test_compare_refuses_what_it_cannot_set_side_by_side(items, expected, tmp_path):
+    code, out, err = _sweep("--compare", *items, "--out", str(tmp_path / "c"))
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "c").exists()
+
+
 def test_a_table_of_seeds_from_different_cpus_says_so():
     rows = [{"seed": 0, "cpu": "A"}, {"seed": 1, "cpu": "B"}, {"seed": 2, "cpu": "A"}]
     assert sweep.cpu_line(rows) == ("These seeds ran on 2 CPUs (A: seed 0, 2; B: seed 1): per-seed numbers "
