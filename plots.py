@@ -272,8 +272,12 @@ def plot_compare(path, steps):
     mean over the runs with a 95% band, as the paper draws its figures."""
     plt = pyplot()
 
-    fig, axes = plt.subplots(1, len(steps), figsize=(3.6 * len(steps), 3.6), squeeze=False, sharey=True)
-    for ax, (name, rows) in zip(axes[0], steps):
+    cols = min(len(steps), 4)
+    nrows = -(-len(steps) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 3.6 * nrows), squeeze=False, sharey=True)
+    for ax in axes.flat[len(steps):]:
+        ax.axis("off")
+    for ax, (name, rows) in zip(axes.flat, steps):
         for m in [m for m in METHODS if m in rows[0]["methods"]]:
             mean, half = band([r["methods"][m]["curve"] for r in rows])
             x = np.arange(1, len(mean) + 1)
@@ -281,8 +285,31 @@ def plot_compare(path, steps):
             ax.fill_between(x, mean - half, mean + half, color=f"C{ORDER.index(m)}", alpha=0.2, lw=0)
         ax.set(xlabel="fine-tuning iteration", ylim=(0, 1.02))
         ax.set_title(f"{name}\n{len(rows)} runs", fontsize=9)
-    axes[0][0].set_ylabel("normalised return on the test goal")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("normalised return on held-out tasks")
     axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    save_png(plt, fig, path)
+
+
+def plot_gaps(path, data):
+    """Each setting's lead over flat PPO: MLSH's AUC minus flat's, and the paper's master's, mean over
+    runs with the 95% interval (the `data` of sweep.compare)."""
+    plt = pyplot()
+
+    fig, ax = plt.subplots(figsize=(max(4.8, 0.9 * len(data) + 1.5), 3.8))
+    x = np.arange(len(data))
+    for i, m in enumerate(("mlsh", "mlsh_paper")):
+        mean = np.array([d[f"{m}_minus_flat"][0] for d in data])
+        err = np.abs(np.array([d[f"{m}_minus_flat"][1] for d in data]).T - mean)
+        ax.errorbar(x + (i - 0.5) * 0.12, mean, yerr=err, fmt="o", color=f"C{ORDER.index(m)}", capsize=3,
+                    label=METHODS[m])
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set(xticks=x, ylabel="AUC minus flat PPO's (95% interval over runs)")
+    ax.set_xticklabels([d["name"] for d in data], rotation=30 if len(data) > 5 else 0, ha="right" if len(data) > 5
+                       else "center", fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
     save_png(plt, fig, path)
 
 

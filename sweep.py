@@ -271,6 +271,7 @@ def row(seed, res):
             "random_master_meets": reached.get("master_visit", {}).get("mean"),
             "random_walk_meets": reached.get("walk_visit", {}).get("mean"),
             "meta_success": [history[0].get("joint_success"), history[-1].get("joint_success")],
+            "usage": history[-1].get("usage"), "seconds": res.get("seconds", {}).get("meta_training"),
             "cpu": res.get("cpu", "not recorded")}
 
 
@@ -500,18 +501,27 @@ def write_grid(out, grid, cells, runs, flags, log=print):
     log(f"grid.json, grid.md{', grid.png' if len(grid) <= 2 else ''} in {out}; each cell's sweep in its folder")
 
 
+USED = 0.05     # a skill "in use": it acted in at least this share of the last round's steps
+
+
 def compare(steps):
-    """Several settings side by side, one line each: [(name, [sweep folder, ...])] -> the table's lines
-    (compare.json, compare.md) and each setting's rows for the figure. A setting's folders are pooled run
-    by run (one goal held out per folder, say), so its intervals are 95% bootstrap intervals over runs."""
-    lines, data, pooled = [], [], []
+    """Several settings side by side, one line each: [(name, [sweep folder, ...])] -> the table's text
+    (compare.md), its numbers (compare.json) and each setting's rows for the figures. A setting's folders are
+    pooled run by run (one goal held out per folder, say), so its intervals are 95% bootstrap intervals over
+    runs. Also per setting, means over its runs: what the skills allow (the best master's score, `reach`),
+    the skills in use at the end of meta-training, and its compute (env steps and seconds of meta-training)."""
+    data, pooled, quick = [], [], False
     for name, folders in steps:
-        rows = []
+        rows, env_steps = [], []
         for folder in folders:
             if not os.path.isfile(os.path.join(folder, "sweep.json")):
                 raise BadInput(f"{folder} holds no sweep.json: give folders a finished sweep.py wrote")
             with open(os.path.join(folder, "sweep.json")) as f:
-                rows += [r for r in json.load(f)["runs"] if "error" not in r]
+                sweep = json.load(f)
+            c, quick = sweep["config"], quick or sweep.get("quick", False)
+            rows += [r for r in sweep["runs"] if "error" not in r]
+            env_steps += [(c["warmup"] + c["joint"]) * c["tasks"] * c["copies"] * c["steps"] * c["rounds"]] * sum(
+                "error" not in r for r in sweep["runs"])
         need = [m for m in ("mlsh", "mlsh_paper", "flat") if not rows or m not in rows[0]["methods"]]
         if need:
             raise BadInput(f"{name}: its runs lack {', '.join(need)}; compare sweeps that ran both masters and flat PPO")
@@ -522,32 +532,45 @@ def compare(steps):
         for m in ("mlsh", "mlsh_paper"):
             cell[f"{m}_minus_flat"] = ci(np.subtract(auc(m), auc("flat")))
             cell[f"{m}_above_flat"] = above(m)
-        data.append({"name": name, "folders": [near(f) for f in folders], "runs": len(rows), **cell})
+        mean = lambda k: None if any(r.get(k) is None for r in rows) else float(np.mean([r[k] for r in rows]))
+        used = [None if r.get("usage") is None else (sum(u >= USED for u in r["usage"]), max(r["usage"])) for r in rows]
+        data.append({"name": name, "folders": [near(f) for f in folders], "runs": len(rows), **cell,
+                     "reach": mean("best_master"), "seconds": mean("seconds"), "env_steps": float(np.mean(env_steps)),
+                     "skills_used": None if None in used else [float(np.mean(u)) for u in zip(*used)]})
         pooled.append((name, rows))
     show = lambda a, sign="": f"{a[0]:{sign}.3f} [{a[1][0]:{sign}.3f}, {a[1][1]:{sign}.3f}]"
     shown = [m for m in METHODS if all(m in d for d in data)]
+    frac = lambda x: "-" if x is None else f"{x:.2f}"
+    used = lambda u: "-" if u is None else f"{u[0]:.1f} (most used {u[1]:.2f})"
     lines = ["| setting | runs | " + " | ".join(METHODS[m] for m in shown) + " | MLSH minus flat | the paper's master "
-             "minus flat | runs with MLSH / the paper's master above flat |", "| --- " * (len(shown) + 5) + "|"]
+             "minus flat | runs with MLSH / the paper's master above flat | best master's score | skills in use "
+             "| meta-training env steps, seconds |", "| --- " * (len(shown) + 8) + "|"]
     for d in data:
         lines.append(f"| {d['name']} | {d['runs']} | " + " | ".join(show(d[m]) for m in shown)
                      + f" | {show(d['mlsh_minus_flat'], '+')} | {show(d['mlsh_paper_minus_flat'], '+')} | "
-                     f"{d['mlsh_above_flat']} / {d['mlsh_paper_above_flat']} of {d['runs']} |")
-    text = ("\n".join(lines) + "\n\nAUC: mean over runs (meta-training seeds; a setting of several sweeps pools "
+                     f"{d['mlsh_above_flat']} / {d['mlsh_paper_above_flat']} of {d['runs']} | {frac(d['reach'])} | "
+                     f"{used(d['skills_used'])} | {d['env_steps'] / 1e6:.1f} M, "
+                     + ("-" if d["seconds"] is None else f"{d['seconds']:.0f} s") + " |")
+    text = (f"**{QUICK_NOTE}**\n\n" * quick + "\n".join(lines) + "\n\nAUC: mean over runs (meta-training seeds; a setting of several sweeps pools "
             "their runs), 95% bootstrap interval over runs. Above flat: runs on which the method's interval lay "
-            "above flat PPO's.\n")
+            f"above flat PPO's. Best master's score: what the skills allow (reach), mean over runs. Skills in use: "
+            f"sub-policies that acted in at least {USED:.0%} of the last meta-training round's steps, mean over runs, "
+            "and the most used one's share. Env steps and seconds: one run's meta-training.\n")
     return text, data, pooled
 
 
 def write_compare(out, steps, log=print):
-    """compare.json, compare.md and compare.png (one panel of fine-tuning curves per setting) in `out`."""
+    """compare.json, compare.md, compare.png (one panel of fine-tuning curves per setting) and gaps.png (each
+    setting's lead over flat PPO) in `out`."""
     text, data, pooled = compare(steps)
     store.check_writable(out)
     os.makedirs(out, exist_ok=True)
     store.write_json(os.path.join(out, "compare.json"), {"settings": data})
     store.write_text(os.path.join(out, "compare.md"), text)
     plots.plot_compare(os.path.join(out, "compare.png"), pooled)
+    plots.plot_gaps(os.path.join(out, "gaps.png"), data)
     log("\n" + text)
-    log(f"compare.json, compare.md and compare.png in {near(out)}")
+    log(f"compare.json, compare.md, compare.png (curves) and gaps.png (the leads over flat PPO) in {near(out)}")
 
 
 # ---------------------------------------------------------------------------
@@ -582,8 +605,8 @@ def parse(argv):
                    "flag values (as macro=1,5,10), each in OUT/NAME-V_..., and grid.md/json/png over them "
                    "(default OUT: runs/grid-<preset>)")
     p.add_argument("--compare", nargs="+", metavar="NAME=DIR[,DIR]", help="no runs: finished sweeps side by side, "
-                   "one line and one panel of curves per NAME, its sweeps' runs pooled (compare.md/json/png in --out, "
-                   "default the folders' common parent)")
+                   "one line and one panel of curves per NAME, its sweeps' runs pooled (compare.md/json/png and gaps.png "
+                   "in --out, default the folders' common parent)")
     p.add_argument("--flat-from", metavar="DIR", help="flat PPO's results from the sweep in DIR, seed by seed, "
                    "instead of running it again: for settings flat PPO does not depend on (K, N, W, U, the rounds), "
                    "with flat left out of --methods")

@@ -129,14 +129,18 @@ def test_compare_sets_sweeps_side_by_side_and_pools_a_settings_sweeps(swept, tmp
                             "--out", str(tmp_path))
     assert code == 0, out + err
     one, twice = json.loads((tmp_path / "compare.json").read_text())["settings"]
-    summary = json.loads((swept / "jobs2" / "sweep.json").read_text())["summary"]
+    swept_json = json.loads((swept / "jobs2" / "sweep.json").read_text())
+    summary, summary_config = swept_json["summary"], swept_json["config"]
     assert one["runs"] == 2 and twice["runs"] == 4
     assert one["mlsh_minus_flat"] == [summary["mean_diff"], summary["mean_diff_ci"]]
     assert one["mlsh_above_flat"] == summary["above_flat"] and twice["mlsh_above_flat"] == 2 * summary["above_flat"]
     for m in ("mlsh", "mlsh_paper", "flat"):
         assert one[m][0] == pytest.approx(summary["mean_auc"][m]) and twice[m][0] == pytest.approx(one[m][0])
-    assert "| one | 2 |" in (tmp_path / "compare.md").read_text()
-    assert (tmp_path / "compare.png").stat().st_size > 1000
+    assert "| one | 2 |" in (tmp_path / "compare.md").read_text() and sweep.QUICK_NOTE in (tmp_path / "compare.md").read_text()
+    q = run.QUICK
+    assert one["env_steps"] == (q["warmup"] + q["joint"]) * q["tasks"] * q["copies"] * summary_config["steps"] * q["rounds"]
+    assert one["seconds"] > 0 and 1 <= one["skills_used"][0] <= summary_config["subpolicies"] and 0 < one["skills_used"][1] <= 1
+    assert (tmp_path / "compare.png").stat().st_size > 1000 and (tmp_path / "gaps.png").stat().st_size > 1000
 
 
 @pytest.mark.parametrize("items, expected", [(["near"], "give each setting as NAME=DIR"),
