@@ -524,7 +524,8 @@ def compare(steps):
                 "error" not in r for r in sweep["runs"])
         need = [m for m in ("mlsh", "mlsh_paper", "flat") if not rows or m not in rows[0]["methods"]]
         if need:
-            raise BadInput(f"{name}: its runs lack {', '.join(need)}; compare sweeps that ran both masters and flat PPO")
+            raise BadInput(f"{name}: its runs lack {', '.join(need)}; compare sweeps that ran both masters and flat "
+                           "PPO")
         ci = lambda x: interval(x, np.random.default_rng(0))     # as summary() draws its intervals
         auc = lambda m: [r["methods"][m]["auc"] for r in rows]
         above = lambda m: sum(r["methods"][m]["auc_ci"][0] > r["methods"]["flat"]["auc_ci"][1] for r in rows)
@@ -535,7 +536,8 @@ def compare(steps):
         mean = lambda k: None if any(r.get(k) is None for r in rows) else float(np.mean([r[k] for r in rows]))
         used = [None if r.get("usage") is None else (sum(u >= USED for u in r["usage"]), max(r["usage"])) for r in rows]
         data.append({"name": name, "folders": [near(f) for f in folders], "runs": len(rows), **cell,
-                     "reach": mean("best_master"), "seconds": mean("seconds"), "env_steps": float(np.mean(env_steps)),
+                     "reach": mean("best_master"), "reach_skills_only": mean("best_master_skills_only"),
+                     "seconds": mean("seconds"), "env_steps": float(np.mean(env_steps)),
                      "skills_used": None if None in used else [float(np.mean(u)) for u in zip(*used)]})
         pooled.append((name, rows))
     show = lambda a, sign="": f"{a[0]:{sign}.3f} [{a[1][0]:{sign}.3f}, {a[1][1]:{sign}.3f}]"
@@ -548,12 +550,14 @@ def compare(steps):
     for d in data:
         lines.append(f"| {d['name']} | {d['runs']} | " + " | ".join(show(d[m]) for m in shown)
                      + f" | {show(d['mlsh_minus_flat'], '+')} | {show(d['mlsh_paper_minus_flat'], '+')} | "
-                     f"{d['mlsh_above_flat']} / {d['mlsh_paper_above_flat']} of {d['runs']} | {frac(d['reach'])} | "
-                     f"{used(d['skills_used'])} | {d['env_steps'] / 1e6:.1f} M, "
+                     f"{d['mlsh_above_flat']} / {d['mlsh_paper_above_flat']} of {d['runs']} | {frac(d['reach'])}"
+                     + ("" if d["reach_skills_only"] is None else f" (skills alone {d['reach_skills_only']:.2f})")
+                     + f" | {used(d['skills_used'])} | {d['env_steps'] / 1e6:.1f} M, "
                      + ("-" if d["seconds"] is None else f"{d['seconds']:.0f} s") + " |")
-    text = (f"**{QUICK_NOTE}**\n\n" * quick + "\n".join(lines) + "\n\nAUC: mean over runs (meta-training seeds; a setting of several sweeps pools "
-            "their runs), 95% bootstrap interval over runs. Above flat: runs on which the method's interval lay "
-            f"above flat PPO's. Best master's score: what the skills allow (reach), mean over runs. Skills in use: "
+    text = (f"**{QUICK_NOTE}**\n\n" * quick + "\n".join(lines) + "\n\nAUC: mean over runs (meta-training seeds; "
+            "a setting of several sweeps pools their runs), 95% bootstrap interval over runs. Above flat: runs on "
+            "which the method's interval lay above flat PPO's. Best master's score: what the skills allow (reach; skills "
+            "alone: without the single moves), mean over runs. Skills in use: "
             f"sub-policies that acted in at least {USED:.0%} of the last meta-training round's steps, mean over runs, "
             "and the most used one's share. Env steps and seconds: one run's meta-training.\n")
     return text, data, pooled
@@ -605,8 +609,8 @@ def parse(argv):
                    "flag values (as macro=1,5,10), each in OUT/NAME-V_..., and grid.md/json/png over them "
                    "(default OUT: runs/grid-<preset>)")
     p.add_argument("--compare", nargs="+", metavar="NAME=DIR[,DIR]", help="no runs: finished sweeps side by side, "
-                   "one line and one panel of curves per NAME, its sweeps' runs pooled (compare.md/json/png and gaps.png "
-                   "in --out, default the folders' common parent)")
+                   "one line and one panel of curves per NAME, its sweeps' runs pooled (compare.md/json/png and "
+                   "gaps.png in --out, default the folders' common parent)")
     p.add_argument("--flat-from", metavar="DIR", help="flat PPO's results from the sweep in DIR, seed by seed, "
                    "instead of running it again: for settings flat PPO does not depend on (K, N, W, U, the rounds), "
                    "with flat left out of --methods")
