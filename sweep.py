@@ -556,8 +556,8 @@ def compare(steps):
                      + ("-" if d["seconds"] is None else f"{d['seconds']:.0f} s") + " |")
     text = (f"**{QUICK_NOTE}**\n\n" * quick + "\n".join(lines) + "\n\nAUC: mean over runs (meta-training seeds; "
             "a setting of several sweeps pools their runs), 95% bootstrap interval over runs. Above flat: runs on "
-            "which the method's interval lay above flat PPO's. Best master's score: what the skills allow (reach; skills "
-            "alone: without the single moves), mean over runs. Skills in use: "
+            "which the method's interval lay above flat PPO's. Best master's score: what the skills allow (reach; "
+            "skills alone: without the single moves), mean over runs. Skills in use: "
             f"sub-policies that acted in at least {USED:.0%} of the last meta-training round's steps, mean over runs, "
             "and the most used one's share. Env steps and seconds: one run's meta-training.\n")
     return text, data, pooled
