@@ -286,7 +286,7 @@ def plot_compare(path, steps):
         ax.set(xlabel="fine-tuning iteration", ylim=(0, 1.02))
         ax.set_title(f"{name}\n{len(rows)} runs", fontsize=9)
     for ax in axes[:, 0]:
-        ax.set_ylabel("normalised return on held-out tasks")
+        ax.set_ylabel("normalised return on the test tasks")
     axes[0][0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     save_png(plt, fig, path)
