@@ -125,7 +125,8 @@ def load_checkpoint(path, cfg, family, resume):
     opt = Adam(params, cfg.sub_lr)
     opt.m, opt.v, opt.t = m, v, int(t)
     return {"subs": params, "opt": opt, "history": meta["history"], "rng": meta["rng"],
-            "env_rng": meta["env_rng"], "seconds": meta.get("seconds", 0.0), "config": meta["config"]}   # (older checkpoints: no seconds)
+            "env_rng": meta["env_rng"], "seconds": meta.get("seconds", 0.0),    # (older checkpoints: no seconds)
+            "config": meta["config"]}
 
 
 
