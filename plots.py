@@ -249,18 +249,22 @@ def spread(ys, gap):
     return [y - shift for y in out]
 
 
+def draw_curves(ax, rows):
+    """On ax, every method's fine-tuning curve over rows (a sweep's runs): the mean with a 95% band."""
+    for m in [m for m in METHODS if m in rows[0]["methods"]]:
+        mean, half = band([r["methods"][m]["curve"] for r in rows])
+        x = np.arange(1, len(mean) + 1)
+        ax.plot(x, mean, color=f"C{ORDER.index(m)}", label=METHODS[m])
+        ax.fill_between(x, mean - half, mean + half, color=f"C{ORDER.index(m)}", alpha=0.2, lw=0)
+
+
 def plot_sweep_curves(path, rows, title):
     """Every method's fine-tuning curve, the mean over seeds with a 95% band (1.96 standard errors)."""
     plt = pyplot()
 
     ok = [r for r in rows if "error" not in r]
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    for m in [m for m in METHODS if m in ok[0]["methods"]]:
-        y = np.array([r["methods"][m]["curve"] for r in ok])
-        mean, half = band(y)
-        x = np.arange(1, y.shape[1] + 1)
-        ax.plot(x, mean, color=f"C{ORDER.index(m)}", label=METHODS[m])
-        ax.fill_between(x, mean - half, mean + half, color=f"C{ORDER.index(m)}", alpha=0.2, lw=0)
+    draw_curves(ax, ok)
     ax.set(xlabel="fine-tuning iteration", ylabel="normalised return on held-out tasks", ylim=(0, 1.02))
     ax.legend(fontsize=8, loc="upper left")
     ax.set_title(f"{title}\nmean over {len(ok)} meta-training seeds, 95% band over seeds", fontsize=9)
@@ -278,11 +282,7 @@ def plot_compare(path, steps):
     for ax in axes.flat[len(steps):]:
         ax.axis("off")
     for ax, (name, rows) in zip(axes.flat, steps):
-        for m in [m for m in METHODS if m in rows[0]["methods"]]:
-            mean, half = band([r["methods"][m]["curve"] for r in rows])
-            x = np.arange(1, len(mean) + 1)
-            ax.plot(x, mean, color=f"C{ORDER.index(m)}", label=METHODS[m])
-            ax.fill_between(x, mean - half, mean + half, color=f"C{ORDER.index(m)}", alpha=0.2, lw=0)
+        draw_curves(ax, rows)
         ax.set(xlabel="fine-tuning iteration", ylim=(0, 1.02))
         ax.set_title(f"{name}\n{len(rows)} runs", fontsize=9)
     for ax in axes[:, 0]:

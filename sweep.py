@@ -519,9 +519,9 @@ def compare(steps):
             with open(os.path.join(folder, "sweep.json")) as f:
                 sweep = json.load(f)
             c, quick = sweep["config"], quick or sweep.get("quick", False)
-            rows += [r for r in sweep["runs"] if "error" not in r]
-            env_steps += [(c["warmup"] + c["joint"]) * c["tasks"] * c["copies"] * c["steps"] * c["rounds"]] * sum(
-                "error" not in r for r in sweep["runs"])
+            ok = [r for r in sweep["runs"] if "error" not in r]
+            rows += ok
+            env_steps += [(c["warmup"] + c["joint"]) * c["tasks"] * c["copies"] * c["steps"] * c["rounds"]] * len(ok)
         need = [m for m in ("mlsh", "mlsh_paper", "flat") if not rows or m not in rows[0]["methods"]]
         if need:
             raise BadInput(f"{name}: its runs lack {', '.join(need)}; compare sweeps that ran both masters and flat "
