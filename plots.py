@@ -292,23 +292,46 @@ def plot_compare(path, steps):
     save_png(plt, fig, path)
 
 
+def gap_panels(names):
+    """Settings named "<setting> <value>" ("K 2", "K 4", "W 0", ...) -> one panel per setting, in order:
+    [(setting, [(index, value), ...])]. Names that share no setting with a neighbour: one panel of them all."""
+    panels = []
+    for i, name in enumerate(names):
+        head, _, value = name.rpartition(" ")
+        if panels and head and panels[-1][0] == head:
+            panels[-1][1].append((i, value))
+        else:
+            panels.append((head, [(i, value)]))
+    if all(len(p) == 1 for _, p in panels):
+        return [("", [(i, n) for i, n in enumerate(names)])]
+    return panels
+
+
 def plot_gaps(path, data):
     """Each setting's lead over flat PPO: MLSH's AUC minus flat's, and the paper's master's, mean over
-    runs with the 95% interval (the `data` of sweep.compare)."""
+    runs with the 95% interval (the `data` of sweep.compare); a panel per setting when the settings are
+    values of a few (gap_panels)."""
     plt = pyplot()
 
-    fig, ax = plt.subplots(figsize=(max(4.8, 0.9 * len(data) + 1.5), 3.8))
-    x = np.arange(len(data))
-    for i, m in enumerate(("mlsh", "mlsh_paper")):
-        mean = np.array([d[f"{m}_minus_flat"][0] for d in data])
-        err = np.abs(np.array([d[f"{m}_minus_flat"][1] for d in data]).T - mean)
-        ax.errorbar(x + (i - 0.5) * 0.12, mean, yerr=err, fmt="o", color=f"C{ORDER.index(m)}", capsize=3,
-                    label=METHODS[m])
-    ax.axhline(0, color="grey", lw=0.8)
-    ax.set(xticks=x, ylabel="AUC minus flat PPO's (95% interval over runs)")
-    ax.set_xticklabels([d["name"] for d in data], rotation=30 if len(data) > 5 else 0, ha="right" if len(data) > 5
-                       else "center", fontsize=8)
-    ax.legend(fontsize=8)
+    panels = gap_panels([d["name"] for d in data])
+    width = [max(2.4, 0.7 * len(p) + 1) for _, p in panels] if len(panels) > 1 else [max(4.8, 0.9 * len(data) + 1.5)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(sum(width) + 0.6, 3.8), sharey=True, squeeze=False,
+                             gridspec_kw={"width_ratios": width})
+    for ax, (setting, cells) in zip(axes[0], panels):
+        x = np.arange(len(cells))
+        for k, m in enumerate(("mlsh", "mlsh_paper")):
+            mean = np.array([data[i][f"{m}_minus_flat"][0] for i, _ in cells])
+            err = np.abs(np.array([data[i][f"{m}_minus_flat"][1] for i, _ in cells]).T - mean)
+            ax.errorbar(x + (k - 0.5) * 0.12, mean, yerr=err, fmt="o-" if setting else "o", color=f"C{ORDER.index(m)}",
+                        capsize=3, label=METHODS[m])
+        ax.axhline(0, color="grey", lw=0.8)
+        tilt = not setting and len(cells) > 5
+        ax.set_xticks(x)
+        ax.set_xticklabels([v for _, v in cells], rotation=30 if tilt else 0, ha="right" if tilt else "center",
+                           fontsize=8)
+        ax.set(xlabel=setting, xlim=(-0.5, len(cells) - 0.5))
+    axes[0][0].set_ylabel("AUC minus flat PPO's (95% interval over runs)")
+    axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     save_png(plt, fig, path)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import plots
 import run
 import sweep
 
@@ -146,6 +147,17 @@ def test_compare_sets_sweeps_side_by_side_and_pools_a_settings_sweeps(swept, tmp
     assert one["env_steps"] == (q["warmup"] + q["joint"]) * q["tasks"] * q["copies"] * summary_config["steps"] * q["rounds"]
     assert one["seconds"] > 0 and 1 <= one["skills_used"][0] <= summary_config["subpolicies"] and 0 < one["skills_used"][1] <= 1
     assert (tmp_path / "compare.png").stat().st_size > 1000 and (tmp_path / "gaps.png").stat().st_size > 1000
+
+
+def test_the_gaps_figure_has_a_panel_per_setting_when_the_names_are_values_of_a_few(tmp_path):
+    assert plots.gap_panels(["K 2", "K 4", "W 0", "W 5", "rounds 40"]) == [
+        ("K", [(0, "2"), (1, "4")]), ("W", [(2, "0"), (3, "5")]), ("rounds", [(4, "40")])]
+    assert plots.gap_panels(["the code's task", "far goals", "near goals"]) == [
+        ("", [(0, "the code's task"), (1, "far goals"), (2, "near goals")])]
+    gap = lambda d: [d, [d - 0.1, d + 0.1]]
+    data = [{"name": n, "mlsh_minus_flat": gap(0.2), "mlsh_paper_minus_flat": gap(-0.1)} for n in ("K 2", "K 4", "W 0")]
+    plots.plot_gaps(str(tmp_path / "gaps.png"), data)
+    assert (tmp_path / "gaps.png").stat().st_size > 1000
 
 
 @pytest.mark.parametrize("items, expected", [(["near"], "give each setting as NAME=DIR"),
