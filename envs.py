@@ -557,22 +557,42 @@ def check_env(env, steps=200):
 class TaskFamily:
     """A distribution of tasks with a fixed split, and a factory for batched envs.
 
+    A family of your own subclasses this, sets every attribute below and
+    defines make(); FAMILIES (at the end of this file) gives it a name for
+    `python mlsh.py --env NAME` (the lab also takes `--family module:Class`).
+
     train_tasks / val_tasks / test_tasks: arrays of task ids. Meta-training
     samples only from train_tasks; settings are compared on val_tasks; the
     reported numbers come from test_tasks. `make(tasks, split, seed)` builds
-    a batched env with one copy per entry of `tasks`.
+    a batched env with one copy per entry of `tasks`, drawing what it draws
+    (starts, marks) from the split's pool.
     """
 
-    SPLITS = ("test", "validation")
+    name = "tasks"           # what a run is headed with
+    settings = {}            # the algorithm's settings chosen for the family (mlsh.Config fields; else its defaults)
+    obs_dim, n_actions = 0, 4                   # observation size D and primitive actions A
     one_hot = False          # observations are one-hot cells (networks then look their row up)
+    goal_cells = False       # a task is a goal cell of the maze (what the lab's reach measures)
+    maze = None              # the Maze every env of the family runs in
+    max_steps = 50           # T: the episode step limit
+    slip, second_move, reward = 0.0, 0.0, "reach"    # how moves go astray, and what pays (GridEnv, GoalMaze)
+    start_cell = None        # where every episode starts (None: anywhere)
+    train_tasks = val_tasks = test_tasks = np.array([], dtype=int)
 
     def sample(self, rng, n):
         """n training tasks, drawn uniformly with replacement."""
         return rng.choice(self.train_tasks, size=n)
 
     def held_out(self, split):
-        """The task ids of a held-out split: "test" or "validation"."""
-        return {"test": self.test_tasks, "validation": self.val_tasks}[split]
+        """The task ids of a held-out split, "test" or "validation"; ValueError if there are none."""
+        tasks = {"test": self.test_tasks, "validation": self.val_tasks}.get(split)
+        if tasks is None or not len(tasks):
+            raise ValueError("choose test or validation" if tasks is None else
+                             "these tasks have no validation split (goals given by hand): evaluate on the test tasks")
+        return tasks
+
+    def make(self, tasks, split="train", seed=None):
+        raise NotImplementedError
 
 
 class GoalTasks(TaskFamily):
@@ -596,9 +616,11 @@ class GoalTasks(TaskFamily):
 
     one_hot = True           # a maze observes the agent's cell, one-hot
 
+    goal_cells = True
+
     def __init__(self, start="S", slip=0.0, max_steps=50, n_test=16, min_dist=10, split_seed=1234, rows=FOUR_ROOMS,
-                 reward="reach", second_move=0.0, goals=None):
-        self.maze = Maze(rows)
+                 reward="reach", second_move=0.0, goals=None, name="fourrooms"):
+        self.maze, self.name = Maze(rows), name
         self.rows, self.start, self.slip, self.max_steps, self.reward = rows, start, slip, max_steps, reward
         self.second_move = second_move
         if start == "S" and self.maze.start is None:
@@ -649,12 +671,6 @@ class GoalTasks(TaskFamily):
                              f"hold the test goals out, or give the same goals for both (nothing held out)")
         self.train_tasks, self.test_tasks, self.val_tasks = train, test, np.array([], dtype=int)
 
-    def held_out(self, split):
-        if split == "validation" and not len(self.val_tasks):
-            raise ValueError("these goals were given by hand, without a validation split: "
-                             "evaluate on the test goals")
-        return super().held_out(split)
-
     def make(self, tasks, split="train", seed=None):
         return GoalMaze(tasks, start=self.start, slip=self.slip, max_steps=self.max_steps, seed=seed, rows=self.rows,
                         reward=self.reward, second_move=self.second_move)
@@ -666,8 +682,14 @@ class RoomTasks(GoalTasks):
     As GoalTasks, with the held-out goals at least 5 R moves from the start
     (10 for R = 2, as in Four Rooms): the far goals, which a short random walk
     from the start does not find, grow with the maze. max_steps defaults to
-    `horizon(R)`.
+    `horizon(R)`; the rollout steps S follow it (settings).
     """
+
+    @property
+    def settings(self):
+        """S, the first multiple of 64 that holds a whole episode; Four Rooms' settings otherwise, but the
+        interruption threshold (0.1, 0.2, 0.3 tried) and flat PPO's step, chosen on validation goals at R = 3."""
+        return dict(steps=64 * -(-self.max_steps // 64), interrupt=0.2, flat_lr=3e-3)
 
     @staticmethod
     def horizon(rooms):
@@ -683,7 +705,7 @@ class RoomTasks(GoalTasks):
         self.rooms = int(rooms)
         super().__init__(start, slip, self.horizon(self.rooms) if max_steps is None else max_steps, n_test,
                          min_dist=5 * self.rooms, split_seed=split_seed, rows=room_maze(self.rooms), reward=reward,
-                         second_move=second_move)
+                         second_move=second_move, name=f"rooms ({self.rooms} x {self.rooms})")
 
 
 class BanditTasks(TaskFamily):
@@ -694,6 +716,8 @@ class BanditTasks(TaskFamily):
     meta-training never saw."""
 
     name = "bandits"
+    # K 2 and N 10 as in the paper, the best of five schedules (W, U) and the sub-policies' step over 10 seeds
+    settings = dict(subpolicies=2, macro=10, warmup=5, joint=15, sub_lr=3e-3, flat_lr=3e-2)
 
     def __init__(self, slip=0.0, max_steps=50, test_fraction=0.25, split_seed=1234, rows=OPEN_8X8):
         self.maze = Maze(rows)
@@ -709,6 +733,9 @@ class BanditTasks(TaskFamily):
 
     def make(self, tasks, split="train", seed=None):
         return MovingBandits(tasks, self.pairs[split], slip=self.slip, max_steps=self.max_steps, seed=seed, rows=self.rows)
+
+
+FAMILIES = {"fourrooms": GoalTasks, "rooms": RoomTasks, "bandits": BanditTasks}   # a family by its name
 
 
 if __name__ == "__main__":

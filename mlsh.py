@@ -12,14 +12,14 @@ the distribution quickly:
         U joint iterations:  PPO on θ and on φ                (cfg.joint)
 
 At test time φ is frozen and a fresh θ is trained on held-out tasks; the
-measure is how fast its return rises. Run `python mlsh.py` (Four Rooms:
-meta-train, evaluate, print a table), `--help` for the rest.
+measure is how fast its return rises. `python mlsh.py` does both on Four Rooms
+(`--env bandits | rooms | MAZE.txt`; `--quick`: seconds; `--help`).
 
 This file is the algorithm, top to bottom: settings -> tiny MLPs and their
 backprop -> GAE -> PPO -> the agent and its rollout -> the updates ->
-meta-training -> fine-tuning on held-out tasks. The tasks are in envs.py; the
-rest of a run (run.py, settings.py, store.py, measures.py, plots.py) imports
-this file, which imports none of it.
+meta-training -> the test on held-out tasks -> the command line; the tasks are
+envs.py. Lines marked [options] are the options master's, an extension tested
+beside the paper's (it may also take single moves, and stop a skill early).
 
 Names
     G        networks in one stack, run as one batched matmul (M masters, or K sub-policies)
@@ -36,7 +36,12 @@ Array layouts (the section "Rows and networks" converts between them)
     (rows, ...)     flat rows, and a key naming the network each row trains
     (G, B, ...)     rows grouped by network, zero-padded to B; valid (G, B) marks real rows
 """
+import argparse
+import dataclasses
+import inspect
 import os
+import re
+import time
 from dataclasses import dataclass
 
 # Small matrices: BLAS threads cost more than they give, and runs side by side fight over cores.
@@ -45,18 +50,18 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402 (after the thread settings, which must come first)
 from scipy.sparse import csr_matrix  # noqa: E402
+from scipy.stats import t as student_t  # noqa: E402
+
+import envs  # noqa: E402
 
 
-
-# ---- Settings: what is learned, and how (the tasks are envs.py's families) ----
+# ---- Settings: what is learned, and how (each task family's own: envs.FAMILIES) ----
 
 @dataclass
 class Config:
     # hierarchy
     subpolicies: int = 4            # K: number of sub-policies
     macro: int = 5                  # N: steps each master decision lasts
-    master: str = "options"         # fine-tuning: options (skills and primitive actions) | paper (skills)
-    interrupt: float = 0.1          # options: a skill stops where the master's probability of it < this
     hidden: int = 64                # units per hidden layer (tanh)
     layers: int = 1                 # hidden layers per network
     # meta-training schedule
@@ -73,22 +78,21 @@ class Config:
     epochs: int = 4                 # passes over each batch
     minibatches: int = 4            # minibatches per pass
     master_lr: float = 0.01         # Adam step for θ (the paper's value)
-    sub_lr: float = 1e-3            # Adam step for φ (the paper's 3e-4 was too slow: RESULTS.md)
+    sub_lr: float = 1e-3            # Adam step for φ (the paper's 3e-4 was too slow: lab/RESULTS.md)
     value_lr: float = 3e-3          # Adam step for every value function
     master_ent: float = 0.01        # entropy bonus of the master
     sub_ent: float = 0.01           # entropy bonus of the sub-policies (keeps a skill changeable)
-    # evaluation on held-out tasks
-    eval_split: str = "test"        # held-out tasks: test (reported) or validation (for choosing)
-    methods: tuple = ("mlsh", "flat", "shared", "random_subs")  # methods evaluated
+    # the test on held-out tasks
+    eval_split: str = "test"        # held-out tasks: test (reported) or validation (for choosing settings)
     eval_iters: int = 30            # iterations a fresh learner gets on each held-out task
     eval_seeds: int = 5             # evaluation seeds (each runs every held-out task)
-    flat_lrs: tuple = (3e-3, 1e-2, 3e-2, 1e-1)  # flat PPO learning rates tried; the best reported
+    flat_lr: float = 0.01           # Adam step of flat PPO (chosen per family on validation tasks)
+    interrupt: float = 0.1          # [options] a skill stops where the master's probability of it < this
     # randomness
     seed: int = 0                   # the one seed all randomness comes from
 
 
-STREAMS = {"meta_train": 1, "fine_tune": 2, "random_subs": 4, "shared": 5,   # the random streams; the
-           "summary": 3, "skills_alone": 6, "reach": 7, "episode": 8}        # last row measures.py's, plots.py's
+STREAMS = {"meta_train": 1, "fine_tune": 2}   # the random streams (the lab numbers its own after these)
 
 
 def stream(seed, name, *more):
@@ -409,14 +413,14 @@ def ppo_update(pi, vf, obs, act, logp, adv, ret, key, ent_coef, cfg, rng):
 class Agent:
     """M learners side by side (one per task), sharing the sub-policies.
 
-    master:  θ, M policies over the K sub-policies, then (options) the A primitive actions for
-             one step each; a flat agent has no sub-policies: its choices are the A actions
+    master:  θ, M policies over the K sub-policies ([options] then the A primitive actions, one
+             step each); a flat agent has no sub-policies: its choices are the A actions
     value:   M master value functions, on the master's own timescale
     subs:    φ, K sub-policies over the A primitive actions, shared by all M (None: flat agent)
     critic:  M per-step value functions used only to train φ (None when φ is frozen)
     macro:   N, steps a sub-policy acts once chosen (a primitive action lasts one)
-    interrupt: a sub-policy stops early where the master's probability of it is below this (0: never)
-    smdp:    the master discounts once per env step, not once per decision (its choices last 1 or N)
+    interrupt: [options] a sub-policy stops where the master's probability of it is below this (0: never)
+    smdp:    [options] the master discounts once per env step, not once per decision
     """
     master: Net
     value: Net
@@ -432,17 +436,21 @@ class Agent:
 
     @property
     def K(self):
-        """Sub-policies: the master's choices 0..K-1 are they, choices K.. the primitive actions."""
         return 0 if self.subs is None else self.subs.G
+
+    def primitive(self, choice):
+        """Which choices are primitive actions: the master's choices 0..K-1 are the sub-policies, choice
+        K + a is primitive action a for one step ([options]; every choice of a flat agent)."""
+        return choice >= self.K
 
 
 def new_agent(rng, M, family, n_choices, cfg, lr, macro=1, subs=None, critic=False, interrupt=0.0,
               smdp=False):
     """M fresh masters (new weights, new Adam state: θ is reset whole) and their value functions.
 
-    n_choices is K for the paper's hierarchy, K + A for a master over options (the sub-policies
-    and every primitive action), A for a flat policy; critic=True adds the per-task step critics
-    needed while φ is being trained.
+    n_choices is K for the paper's hierarchy, [options] K + A for a master that may also take each
+    primitive action, A for a flat policy; critic=True adds the per-task step critics needed while
+    φ is being trained.
     """
     master = Net.new(rng, M, family, n_choices, cfg, lr, out_scale=0.01)
     value = Net.new(rng, M, family, 1, cfg, cfg.value_lr)
@@ -497,11 +505,11 @@ class Runner:
         decide = self.countdown == 0
         logits = agent.master(obs.reshape(self.M, -1, obs.shape[-1])).reshape(n, -1)   # (n, choices)
         logp_all = log_softmax(logits)
-        if agent.interrupt > 0:   # stop a sub-policy the master no longer wants here
+        if agent.interrupt > 0:   # [options] stop a sub-policy the master no longer wants here
             decide |= np.take_along_axis(logp_all, self.active[:, None], 1)[:, 0] < np.log(agent.interrupt)
         choice = np.where(decide, sample(rng, logits), self.active)
         choice_logp = np.take_along_axis(logp_all, choice[:, None], 1)[:, 0]
-        primitive = choice >= K                           # choice K + a is action a, for one step
+        primitive = agent.primitive(choice)               # [options] choice K + a: action a, one step
         self.active = choice
         self.countdown = np.where(decide, np.where(primitive, 1, agent.macro), self.countdown) - 1
         # sub-policies φ: each copy acts with its active one (every copy draws, so that the
@@ -536,8 +544,8 @@ class Runner:
                 rec = {k: np.empty((S,) + v.shape, v.dtype) for k, v in step.items()}
             for k, v in step.items():
                 rec[k][t] = v
-        K = max(agent.K, 1)
-        usage = np.bincount(rec["choice"].ravel(), minlength=K)[:K] / rec["choice"].size
+        acted = rec["choice"][~agent.primitive(rec["choice"])]        # the choices that were sub-policies
+        usage = np.bincount(acted, minlength=agent.K) / rec["choice"].size
         ended = np.maximum(ended, 1)
         return Rollout(**rec, score=score / ended, success=success / ended, usage=usage)
 
@@ -552,8 +560,8 @@ def master_transitions(ro, value, E, gamma, lam, smdp=False):
     Its reward is the sum of the env rewards over those steps, and the state
     it leads to is the next_obs of its last step: terminated, truncated, or
     neither, as that step was. Its value is value(obs) by copy i's learner's
-    network (i // E); gamma discounts once per decision, or with smdp once per
-    env step (rewards inside a decision too, and gamma^its length after it).
+    network (i // E); gamma discounts once per decision, or ([options]) with smdp
+    once per env step (rewards inside a decision too, and gamma^its length after).
     Advantages do not flow across an episode's end, nor past the rollout's
     last decision.
     Returns t, i, adv, ret: arrays with one entry per decision (in any order),
@@ -570,7 +578,7 @@ def master_transitions(ro, value, E, gamma, lam, smdp=False):
     val = values(value, ro.obs[t, i], i // E)
     next_val = values(value, ro.next_obs[last, i], i // E)
     j, grid = by_decision(i, n)                          # GAE runs down the (J, n) layout
-    if smdp:   # discount per env step: the rewards within a decision, and gamma^duration after it
+    if smdp:   # [options] discount per env step: the rewards within a decision, and gamma^duration after it
         disc = gamma ** np.arange(S + 1)[:, None]
         cum = np.vstack([np.zeros((1, n)), np.cumsum(disc[:-1] * ro.rew, axis=0)])
         R, gamma = (cum[last + 1, i] - cum[t, i]) / disc[t, 0], grid(gamma ** (last + 1 - t))
@@ -609,7 +617,7 @@ def update(agent, ro, cfg, rng, train_subs=False):
     adv, ret = step_advantages(ro, agent.critic, cfg.gamma, cfg.lam)
     if train_subs:
         # each sub-policy k learns only from the steps it executed, pooled over the tasks
-        mine = ro.choice < agent.K                           # (primitive steps belong to no φ_k)
+        mine = ~agent.primitive(ro.choice)                   # [options] primitive steps are no φ_k's
         ppo_update(agent.subs, None, ro.obs[mine], ro.act[mine], ro.act_logp[mine], adv[mine], None,
                    ro.choice[mine], cfg.sub_ent, cfg, rng)
     # the per-task critic learns the hierarchy's per-step value
@@ -663,7 +671,7 @@ def meta_train(cfg, family, rng, subs=None, runner=None, done=0):
         yield subs, runner, {"round": r + 1, "tasks": M, **meta_round(cfg, family, runner, subs, rng)}
 
 
-# ---- Test time: fine-tuning on held-out tasks, MLSH and three baselines -----
+# ---- The test: fine-tuning on held-out tasks ------------------------------
 
 def fine_tune(cfg, family, make_agent, rng):
     """Train fresh learners on every held-out task, cfg.eval_seeds times each, all side by side.
@@ -684,12 +692,17 @@ def fine_tune(cfg, family, make_agent, rng):
     return score, success, agent
 
 
-def masters(cfg, family, subs, options):
-    """make_agent for fresh masters over the frozen subs: the paper's (the K sub-policies), or with
-    options over them and the A primitive actions, discounted per env step, interrupting."""
-    n_choices = cfg.subpolicies + family.n_actions * options
+PAPER, OPTIONS = "paper", "options"     # the kinds of master: the paper's, and [options]
+
+
+def masters(cfg, family, subs, kind=PAPER):
+    """make_agent for fresh masters over the frozen subs: the paper's (PAPER: a choice among the K
+    sub-policies every N steps), or [options] (OPTIONS: the sub-policies and the A primitive actions,
+    discounted per env step, a sub-policy interrupted where the master no longer wants it)."""
+    options = kind == OPTIONS
+    n_choices = cfg.subpolicies + (family.n_actions if options else 0)
     return lambda rng, L: new_agent(rng, L, family, n_choices, cfg, cfg.master_lr, cfg.macro, subs,
-                                    interrupt=cfg.interrupt * options, smdp=options)
+                                    interrupt=cfg.interrupt if options else 0.0, smdp=options)
 
 
 def flat(cfg, family, lr, start=None):
@@ -704,69 +717,104 @@ def flat(cfg, family, lr, start=None):
     return make_agent
 
 
-def pretrain_shared(cfg, family, lr, rng):
-    """The "shared policy" baseline: one flat policy trained on the training tasks
-    with exactly meta-training's env steps and task schedule."""
-    M, E = cfg.tasks, cfg.copies
-    agent = new_agent(rng, 1, family, family.n_actions, cfg, lr)  # one learner over all M * E copies
-    runner = Runner(family.make(np.zeros(M * E, dtype=int), "train", seed=child_seed(rng)), 1)
-    for _ in range(cfg.rounds):
-        runner.set_tasks(np.repeat(family.sample(rng, M), E))
-        for _ in range(cfg.warmup + cfg.joint):
-            update(agent, runner.run(agent, cfg.steps, rng), cfg, rng)
-    return agent
+METHODS = {"mlsh": "the paper's master over the skills", "mlsh_options": "a master over the skills and single "
+           "moves (options)", "flat": "flat PPO from scratch"}           # what the test runs: name -> label
 
 
 def learners(cfg, family, subs):
-    """What evaluate fine-tunes, in order, but the shared policy (it needs flat PPO's best rate):
-    (method, learning rate, make_agent) for each method in cfg.methods.
-
-      mlsh         a fresh master over the learned φ, frozen: over options (the sub-policies and
-                   the primitive actions) when cfg.master is "options", else the paper's
-      mlsh_paper   the paper's master over the same φ (beside the options master)
-      random_subs  mlsh's master over untrained sub-policies: what learning φ bought
-      flat         flat PPO from scratch, once per rate in cfg.flat_lrs
-    """
-    options = cfg.master == "options"
-    if "mlsh" in cfg.methods:
-        yield "mlsh", cfg.master_lr, masters(cfg, family, subs, options)
-        if options:
-            yield "mlsh_paper", cfg.master_lr, masters(cfg, family, subs, False)
-    if "random_subs" in cfg.methods:
-        untrained = Net.new(stream(cfg.seed, "random_subs"), cfg.subpolicies, family, family.n_actions,
-                            cfg, cfg.sub_lr, 0.01)
-        yield "random_subs", cfg.master_lr, masters(cfg, family, untrained, options)
-    if "flat" in cfg.methods:
-        for lr in cfg.flat_lrs:
-            yield "flat", lr, flat(cfg, family, lr)
+    """What the test fine-tunes, (method, learning rate, make_agent) each: the paper's test (a fresh
+    master over the learned φ, frozen), [options] an options master over the same φ, and flat PPO."""
+    return [("mlsh", cfg.master_lr, masters(cfg, family, subs, PAPER)),
+            ("mlsh_options", cfg.master_lr, masters(cfg, family, subs, OPTIONS)),
+            ("flat", cfg.flat_lr, flat(cfg, family, cfg.flat_lr))]
 
 
-def best_rate(auc):
-    """Flat PPO's best learning rate, given its AUC per rate: chosen on the very tasks it is
-    scored on, which is generous to the baseline."""
-    return max(auc, key=auc.get)
+def evaluate(cfg, family, learners):
+    """The paper's test on held-out tasks for each (name, lr, make_agent) of `learners`: yields (name,
+    lr, score, success, the trained learners) as each finishes. Every fine_tune starts from the same
+    stream, so that all methods meet the same seeds."""
+    for name, lr, make_agent in learners:
+        yield (name, lr, *fine_tune(cfg, family, make_agent, stream(cfg.seed, "fine_tune")))
 
 
-def evaluate(cfg, family, subs):
-    """The paper's test on held-out tasks, for MLSH and the baselines in cfg.methods.
+def interval(x):
+    """The mean of x and its 95% t-interval [low, high] (the mean itself when x cannot vary)."""
+    x, half = np.asarray(x, dtype=float), 0.0
+    if len(x) > 1 and np.ptp(x) > 0:
+        half = student_t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    return float(x.mean()), [float(x.mean() - half), float(x.mean() + half)]
 
-    As each method finishes it yields (name, lr, *fine_tune's results), in the order of learners,
-    then "shared": one flat policy pre-trained on the training tasks, then fine-tuned, at flat
-    PPO's best rate. Each fine_tune starts from the same stream, so all meet the same seeds.
-    """
-    auc = {}
-    for name, lr, make_agent in learners(cfg, family, subs):
-        score, success, agent = fine_tune(cfg, family, make_agent, stream(cfg.seed, "fine_tune"))
-        if name == "flat":
-            auc[lr] = score.mean()
-        yield name, lr, score, success, agent
-    if "shared" in cfg.methods:
-        lr = best_rate(auc)
-        shared = pretrain_shared(cfg, family, lr, stream(cfg.seed, "shared"))
-        yield ("shared", lr, *fine_tune(cfg, family, flat(cfg, family, lr, shared),
-                                        stream(cfg.seed, "fine_tune")))
+
+# ---- The command line: python mlsh.py [--env NAME] [--quick] [--FIELD VALUE ...] -------------
+
+QUICK = dict(rounds=2, tasks=2, warmup=2, joint=2, copies=4, eval_iters=3, eval_seeds=1)   # --quick
+
+
+def check(cfg, family):
+    """Every problem with cfg for this family, as sentences that say what to do ([] when none)."""
+    T, c = family.max_steps, cfg
+    rules = [(k, getattr(c, k) >= 1, "at least 1") for k in ("subpolicies", "macro", "hidden", "rounds", "tasks",
+             "joint", "copies", "steps", "epochs", "minibatches", "eval_iters", "eval_seeds")]
+    rules += [(k, 0 <= getattr(c, k) < np.inf, "0 or more") for k in ("warmup", "layers", "seed", "master_ent",
+                                                                      "sub_ent")]
+    rules += [(k, 0 < getattr(c, k) < np.inf, "a positive number") for k in ("master_lr", "sub_lr", "value_lr",
+                                                                             "clip", "flat_lr")]
+    rules += [("gamma", 0 < c.gamma <= 1, "in (0, 1]"), ("lam", 0 <= c.lam <= 1, "in [0, 1]"),
+              ("interrupt", 0 <= c.interrupt < 1, "a probability in [0, 1)"),
+              ("macro", c.macro <= T, f"at most an episode's length, T = {T} (else one decision per episode)"),
+              ("steps", c.steps >= T, f"at least an episode's length, T = {T}, so that an iteration can end one")]
+    problems = [f"--{k.replace('_', '-')} is {getattr(c, k)}; it must be {must}" for k, ok, must in rules if not ok]
+    try:
+        family.held_out(c.eval_split)
+    except ValueError as e:
+        problems.append(f"--eval-split {c.eval_split}: {e}")
+    return problems
+
+
+def progress(rec, rounds):
+    """A round's record (meta_round's) as its progress line: a fresh master's success at the end of the
+    warmup and of the joint iterations, and each sub-policy's share of the steps (near 0: unused)."""
+    warm = float("nan") if rec["warmup_success"] is None else rec["warmup_success"]
+    return (f"round {rec['round']:3d}/{rounds}  warmup-success {warm:.2f}  joint-success {rec['joint_success']:.2f}"
+            f"  usage {' '.join(f'{u:.2f}' for u in rec['usage'])}")
+
+
+def main(argv=None):
+    """Settings from the command line (the family's own: envs.FAMILIES, then --quick's, then the flags
+    given), meta-training with a line per round, then the test's table."""
+    p = argparse.ArgumentParser(description="Meta-train MLSH on a task family, then print how fast fresh learners "
+                                "learn its held-out tasks. The defaults are Four Rooms'; a family sets its own.")
+    p.error = lambda message: p.exit(2, f"mlsh: {message} (python mlsh.py --help lists every option)\n")
+    p.add_argument("--env", default="fourrooms", help=f"{', '.join(envs.FAMILIES)}, or a maze file (legend: envs.py)")
+    p.add_argument("--quick", action="store_true", help="a budget of seconds: a check that everything runs")
+    comments = dict(re.findall(r"^\s+(\w+): \w+ = .*?#\s*(.*)$", inspect.getsource(Config), re.M))
+    for f in dataclasses.fields(Config):      # a flag per setting, its help the setting's comment
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), help=f"{comments[f.name]} "
+                       f"(default: {f.default})")
+    args = vars(p.parse_args(argv))
+    env, quick = args.pop("env"), args.pop("quick")
+    try:
+        family = envs.FAMILIES[env]() if env in envs.FAMILIES else envs.GoalTasks(envs.read_maze(env), name=env)
+    except (OSError, ValueError) as e:
+        p.error(f"--env {env}: {e.strerror if isinstance(e, OSError) else e}")
+    cfg = Config(**{**family.settings, **(QUICK if quick else {}), **{k: v for k, v in args.items() if v is not None}})
+    if check(cfg, family):
+        p.error("; ".join(check(cfg, family)))
+    print(f"MLSH on {family.name}: K={cfg.subpolicies}, N={cfg.macro}, T={family.max_steps}, W={cfg.warmup}, "
+          f"U={cfg.joint}, {cfg.rounds} rounds of {cfg.tasks} tasks side by side, seed {cfg.seed}")
+    t0 = time.time()
+    for subs, _, rec in meta_train(cfg, family, stream(cfg.seed, "meta_train")):
+        print(f"{progress(rec, cfg.rounds)}  {time.time() - t0:.0f}s")
+    print(f"\nfresh learners on the {len(family.held_out(cfg.eval_split))} held-out tasks ({cfg.eval_split}), "
+          f"{cfg.eval_seeds} seeds each:\n\nmethod          AUC  95% interval    80% success at")
+    for name, lr, score, success, _ in evaluate(cfg, family, learners(cfg, family, subs)):
+        auc, (low, high) = interval(score.mean(axis=1))
+        hit = np.flatnonzero(success.mean(axis=0) >= 0.8)
+        print(f"{name:<13s} {auc:.3f}  [{low:.3f}, {high:.3f}]  {f'iteration {hit[0] + 1}' if len(hit) else 'never'}")
+    print(f"\nAUC: the mean normalised return over {cfg.eval_iters} iterations (1: the best possible from the "
+          f"first try), its 95% t-interval over learners; {time.time() - t0:.0f}s in all\n"
+          + "".join(f"{m}: {label}\n" for m, label in METHODS.items()) + "--quick: a smoke test, not a result" * quick)
 
 
 if __name__ == "__main__":
-    import run                       # the command line (run.py), which imports this file
-    run.main()
+    main()

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-import plots
-import run
-import sweep
+from lab import plots
+from lab import run
+from lab import sweep
 
 
 # ---------------------------------------------------------------------------

@@ -1,22 +1,23 @@
-"""Run mlsh.py over many meta-training seeds, several at a time, and summarise them in one table.
+"""Run the lab over many meta-training seeds, several at a time, and summarise them in one table.
 
-A claim about MLSH is a claim over meta-training seeds. This file is the
-tooling for that, kept apart from the algorithm (which stays in mlsh.py):
+A claim about MLSH is a claim over meta-training seeds. This is the tooling for that, kept apart from
+the algorithm (mlsh.py), run from the repository's root:
 
-    python sweep.py --seeds 0-9                        # Four Rooms, ten seeds, one per core at a time
-    python sweep.py --seeds 0-9 --env bandits          # any mlsh.py flag passes through
-    python sweep.py --seeds 0,3,7 --jobs 1 --out DIR
-    python sweep.py --summarise DIR [DIR ...]          # run folders made anywhere (one per cluster job, say)
-    python sweep.py --seeds 0-9 --list > jobs.txt      # the mlsh.py command of every seed, one per line
-    python sweep.py --compare "near=DIR1" "far=DIR2,DIR3" --out DIR   # finished sweeps side by side
+    python -m lab.sweep --seeds 0-9                     # Four Rooms, ten seeds, one per core at a time
+    python -m lab.sweep --seeds 0-9 --env bandits       # any flag of python -m lab passes through
+    python -m lab.sweep --seeds 0,3,7 --jobs 1 --out DIR
+    python -m lab.sweep --summarise DIR [DIR ...]       # run folders made anywhere (one per cluster job, say)
+    python -m lab.sweep --seeds 0-9 --list > jobs.txt   # the python -m lab command of every seed, one a line
+    python -m lab.sweep --compare "near=DIR1" "far=DIR2,DIR3" --out DIR   # finished sweeps side by side
 
-Each seed runs `python mlsh.py --seed S <flags> --out DIR/seed-S` in a
-process of its own, so its numbers are bit for bit those of that command run
-by hand. A seed whose folder already holds a results.json of the same
-settings is not run again, and one stopped half-way resumes from its
-checkpoint: an interrupted sweep carries on where it stopped. The summary
-goes into DIR/sweep.json, DIR/sweep.md (the table, also printed),
-DIR/sweep.png (AUC per seed) and DIR/curves.png (fine-tuning curves).
+Each seed runs `python -m lab --seed S <flags> --out DIR/seed-S` in a process of
+its own, so its numbers are bit for bit those of that command run by hand. A
+seed whose folder already holds a results.json of the same settings and code is
+not run again, and one stopped half-way resumes from its checkpoint: an
+interrupted sweep carries on where it stopped. The summary goes into
+DIR/sweep.json, DIR/sweep.md (the table, also printed), DIR/sweep.png (AUC per
+seed) and DIR/curves.png (fine-tuning curves). Intervals over seeds are 95%
+t-intervals (mlsh.interval), which hold their coverage at 5 and 10 seeds.
 """
 import argparse
 import contextlib
@@ -32,18 +33,16 @@ import time
 
 import numpy as np
 
-import plots
-import run
-import store
-from measures import interval
-from settings import METHODS, PRESETS, Settings, differences, make_family, run_settings
+from lab import plots, run, store
+from lab.settings import METHODS, PRESETS, Settings, differences, run_settings
+from mlsh import interval
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-MLSH = os.path.join(HERE, "mlsh.py")
-COLUMNS = {**METHODS, "flat": "flat PPO (lr)"}    # the table's columns, in the order of settings.METHODS
+MASTERS = ("mlsh", "mlsh_options")                # the masters over the skills, each compared with flat PPO
+COLUMNS = {**{m: m for m in METHODS}, "flat": "flat (lr)"}   # the table's columns, in the order of METHODS
 NOT_HERE = {"--seed": "give the seeds with --seeds", "--load": "a sweep trains every seed itself",
-            "--eval-only": "a sweep trains every seed itself", "--bench": "run python mlsh.py --bench by itself",
+            "--eval-only": "a sweep trains every seed itself", "--bench": "run python -m lab --bench by itself",
             "--replace": "a sweep never writes over a run: choose another --out, or move the folder away"}
+FORMAT = 2          # sweep.json's format, as results.json's (store.FORMAT)
 
 
 class BadInput(Exception):
@@ -78,7 +77,7 @@ def settings(config):
 
 
 def flags_of(config):
-    """The mlsh.py flags that give `config` (what differs from its env's defaults), seed and folder left out."""
+    """The flags of python -m lab that give `config` (what differs from its preset), seed and folder left out."""
     config = settings(config)
     preset = config["preset"] if PRESETS.get(config["preset"], {}).get("env") == config["env"] else config["env"]
     flags = [] if preset == Settings.preset else ["--env", preset] if preset == config["env"] else ["--preset", preset]
@@ -94,7 +93,8 @@ def flags_of(config):
 
 
 def check_flags(flags):
-    """What mlsh.py makes of `flags` (a Config), or BadInput with mlsh.py's own message, before any worker starts."""
+    """What python -m lab makes of `flags` (its settings and task family), or BadInput with its own message,
+    before any worker starts."""
     for flag in flags:
         name = flag.split("=")[0]
         if name in NOT_HERE:
@@ -102,21 +102,18 @@ def check_flags(flags):
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            cfg, _ = run.parse_args(flags + ["--seed", "0"])
-        make_family(cfg)                                  # a bad maze file is refused here too
+            cfg, _, family = run.parse_args(flags + ["--seed", "0"])
     except SystemExit:
-        raise BadInput(err.getvalue().strip().removeprefix("mlsh: ")) from None
-    except ValueError as e:
-        raise BadInput(str(e)) from None
-    return cfg
+        raise BadInput(err.getvalue().strip().removeprefix("lab: ")) from None
+    return cfg, family
 
 
 def default_folder(cfg, grid, quick):
-    """runs/sweep-<what> (runs/grid-<what> for a grid) beside sweep.py, <what> named as mlsh.py names
-    its run's folder: the preset, or maze-<file name>, with -quick added for --quick (a smoke test
-    never takes a real sweep's folder)."""
+    """runs/sweep-<what> (runs/grid-<what> for a grid) at the repository's root, <what> named as a run names
+    its folder: the preset, or maze-<file name>, with -quick added for --quick (a smoke test never takes
+    a real sweep's folder)."""
     what = os.path.basename(store.default_out(cfg, quick))
-    return os.path.join(HERE, "runs", f"{'grid' if grid else 'sweep'}-{what}")
+    return os.path.join(store.ROOT, "runs", f"{'grid' if grid else 'sweep'}-{what}")
 
 
 def parse_grid(items, flags):
@@ -126,7 +123,8 @@ def parse_grid(items, flags):
         name, eq, values = item.partition("=")
         name, values = name.strip().lstrip("-"), [v.strip() for v in values.split(",")]
         if not eq or not name or not all(values):
-            raise BadInput(f"--grid {item!r}: write NAME=V1,V2,... with the name of an mlsh.py flag, as macro=1,5,10")
+            raise BadInput(f"--grid {item!r}: write NAME=V1,V2,... with the name of a flag of python -m lab, as "
+                           f"macro=1,5,10")
         if f"--{name}" in [f.split("=")[0] for f in flags]:
             raise BadInput(f"--{name} is given both as a flag and in --grid: keep one")
         grid.append((name, values))
@@ -145,25 +143,22 @@ def grid_cells(grid, flags):
 # Running the seeds, --jobs at a time
 # ---------------------------------------------------------------------------
 
-def read_results(folder):
-    path = os.path.join(folder, "results.json")
-    with open(path) as f:
-        return json.load(f)
-
-
-def plan(seeds, cfg, out):
-    """Which seeds are done, which resume from a checkpoint, which start afresh; refuse folders of other settings."""
-    want = settings(dataclasses.asdict(cfg))
-    family = make_family(cfg)
+def plan(seeds, cfg, family, out):
+    """Which seeds are done, which resume from a checkpoint, which start afresh; refuse folders of other
+    settings or made by other code."""
+    want, code = settings(dataclasses.asdict(cfg)), store.code(family)
     done, todo = {}, []
     for s in seeds:
         folder = os.path.join(out, f"seed-{s}")
         ckpt = os.path.join(folder, "checkpoint.npz")
         if os.path.isfile(os.path.join(folder, "results.json")):
-            res = read_results(folder)
+            res = store.read_results(folder)
             if settings(res["config"]) != want or res["config"]["seed"] != s:
                 raise BadInput(f"{folder} holds a run of other settings ({differences(settings(res['config']), want)}):"
                                f" choose another --out, or move that folder away")
+            if store.changed(res.get("code"), code):
+                raise BadInput(f"{folder} holds a run made by other code ({store.changed(res.get('code'), code)}): "
+                               f"choose another --out, or move that folder away")
             done[s] = res
         elif os.path.isfile(ckpt):
             try:
@@ -177,34 +172,35 @@ def plan(seeds, cfg, out):
 
 
 def start(seed, flags, extra, out):
-    """`python mlsh.py <flags> --seed S --out DIR/seed-S` in its own process, its output into the folder's log.txt."""
+    """`python -m lab <flags> --seed S --out DIR/seed-S` in its own process at the repository's root, its
+    output into the folder's log.txt."""
     folder = os.path.join(out, f"seed-{seed}")
     os.makedirs(folder, exist_ok=True)
     log = open(os.path.join(folder, "log.txt"), "a")
-    cmd = [sys.executable, MLSH, *flags, "--seed", str(seed), "--out", folder, *extra]
+    cmd = [sys.executable, "-m", "lab", *flags, "--seed", str(seed), "--out", folder, *extra]
     log.write(f"$ {shlex.join(cmd)}\n")
     log.flush()
     # a session of its own: Ctrl-C reaches the sweep only, which then stops the workers itself; and
     # Ctrl-C's default restored, since a sweep started in the background by a script ignores it
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=store.ROOT,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return proc, log, folder
 
 
 def failure(folder, code):
-    """The reason a seed failed: the last 'mlsh:' line (or last line) of its log."""
+    """The reason a seed failed: the last 'lab:' line (or last line) of its log."""
     with open(os.path.join(folder, "log.txt")) as f:
         lines = [line.strip() for line in f if line.strip()]
-    said = [line for line in lines if line.startswith("mlsh:")] or lines[-1:] or ["no output"]
+    said = [line for line in lines if line.startswith("lab:")] or lines[-1:] or ["no output"]
     return f"exit code {code}: {said[-1]}"
 
 
 def run_seeds(seeds, cells, jobs, log=print):
-    """Every seed of every cell, jobs at a time in one pool. cells: [(label, flags, cfg, out)], one per
-    sweep (a grid has several; label "" for a lone sweep). Returns [{seed: results or {"error": why}}]."""
+    """Every seed of every cell, jobs at a time in one pool. cells: [(label, flags, cfg, family, out)], one
+    per sweep (a grid has several; label "" for a lone sweep). Returns [{seed: results or {"error": why}}]."""
     runs, todo = [], []
-    for c, (label, flags, cfg, out) in enumerate(cells):
-        done, left = plan(seeds, cfg, out)
+    for c, (label, flags, cfg, family, out) in enumerate(cells):
+        done, left = plan(seeds, cfg, family, out)
         runs.append(done)
         todo += [(c, s, extra) for s, extra in left]
         for s in done:
@@ -212,14 +208,14 @@ def run_seeds(seeds, cells, jobs, log=print):
     resumed = [f"{cells[c][0] + ' ' if cells[c][0] else ''}{s}" for c, s, extra in todo if extra]
     total = len(seeds) * len(cells)
     log(f"sweep: {len(todo)} of {total} seeds to run, {jobs} at a time, into "
-        f"{cells[0][3] if len(cells) == 1 else os.path.dirname(cells[0][3])}"
+        f"{cells[0][4] if len(cells) == 1 else os.path.dirname(cells[0][4])}"
         + (f" (resuming seed {', '.join(resumed)} from the checkpoint in its folder)" if resumed else ""))
     running, t0, finished = {}, time.time(), 0
     try:
         while todo or running:
             while todo and len(running) < jobs:
                 c, s, extra = todo.pop(0)
-                running[c, s] = start(s, cells[c][1], extra, cells[c][3])
+                running[c, s] = start(s, cells[c][1], extra, cells[c][4])
             time.sleep(0.2)
             for (c, s), (proc, fh, folder) in list(running.items()):
                 if proc.poll() is None:
@@ -228,16 +224,16 @@ def run_seeds(seeds, cells, jobs, log=print):
                 del running[c, s]
                 finished += 1
                 ok = proc.returncode == 0 and os.path.isfile(os.path.join(folder, "results.json"))
-                res = runs[c][s] = read_results(folder) if ok else {"error": failure(folder, proc.returncode)}
+                res = runs[c][s] = store.read_results(folder) if ok else {"error": failure(folder, proc.returncode)}
                 elapsed = time.time() - t0
                 eta = elapsed / finished * (len(todo) + len(running))
-                what = ("  ".join(f"{METHODS[m]} {res['methods'][m]['auc']:.3f}" for m in ("mlsh", "flat")
+                what = ("  ".join(f"{m} {res['methods'][m]['auc']:.3f}" for m in (*MASTERS, "flat")
                                   if m in res["methods"]) if ok else f"failed ({res['error']})")
                 log(f"{cells[c][0] + ' ' if cells[c][0] else ''}seed {s}: {what}  ({sum(map(len, runs))}/{total} "
                     f"seeds done, elapsed {elapsed:.0f}s, eta {eta:.0f}s)")
     except KeyboardInterrupt:
         for proc, fh, _ in running.values():
-            proc.send_signal(signal.SIGINT)                   # mlsh.py keeps its last complete round
+            proc.send_signal(signal.SIGINT)                   # a run keeps its last complete round
         for proc, fh, _ in running.values():
             try:
                 proc.wait(timeout=60)
@@ -246,7 +242,7 @@ def run_seeds(seeds, cells, jobs, log=print):
                 proc.wait()
             fh.close()
         kept = sum(1 for r in runs for res in r.values() if "error" not in res)
-        where = cells[0][3] if len(cells) == 1 else os.path.dirname(cells[0][3])
+        where = cells[0][4] if len(cells) == 1 else os.path.dirname(cells[0][4])
         raise KeyboardInterrupt(f"interrupted: {kept} of {total} seeds are finished and kept in {where}")
     return runs
 
@@ -256,7 +252,7 @@ def run_seeds(seeds, cells, jobs, log=print):
 # ---------------------------------------------------------------------------
 
 def row(seed, res):
-    """One seed's line of sweep.json."""
+    """One seed's line of sweep.json (res: its results.json, in today's format)."""
     if "error" in res:
         return {"seed": seed, "error": res["error"]}
     keep = ("auc", "auc_ci", "success_auc", "iters_to_80", "curve")
@@ -264,47 +260,42 @@ def row(seed, res):
     if "flat" in methods:
         methods["flat"]["lr"] = res["methods"]["flat"]["lr"]
     reached = res.get("reach") or {}
+    mean = lambda m, k: (reached.get(m) or {}).get(k, {}) and reached[m][k]["mean"]
     history = res.get("meta_training") or [{}]
     return {"seed": seed, "methods": methods, "best_alone": res["skills_alone"]["best_per_task"],
-            "best_master": reached.get("best_score", {}).get("mean"),
-            "best_master_skills_only": reached.get("skills_only", {}).get("best_score", {}).get("mean"),
-            "random_master_meets": reached.get("master_visit", {}).get("mean"),
-            "random_walk_meets": reached.get("walk_visit", {}).get("mean"),
+            "best_master": {m: mean(m, "best_score") for m in MASTERS if m in reached} or None,
+            "random_master_meets": {m: mean(m, "random_meets") for m in MASTERS if m in reached} or None,
+            "random_walk_meets": reached.get("random_walk_meets", {}).get("mean"),
             "meta_success": [history[0].get("joint_success"), history[-1].get("joint_success")],
             "usage": history[-1].get("usage"), "seconds": res.get("seconds", {}).get("meta_training"),
-            "cpu": res.get("cpu", "not recorded")}
+            "cpu": res.get("cpu", "not recorded"), "code": res.get("code")}
 
 
 def summary(rows):
-    """Over the seeds that finished: how often MLSH's interval lies above flat's and every baseline's,
-    the mean over seeds of MLSH's AUC minus flat's with a 95% bootstrap interval over seeds, the ratio of
-    their mean AUCs (the gap), and on how many seeds MLSH scored at least twice flat with the intervals
-    apart. What needs a method that was not evaluated (--methods) is None."""
+    """Over the seeds that finished, for each master over the skills (MASTERS) beside flat PPO: on how
+    many seeds its interval lies above flat's (and above every baseline's), the mean over seeds of its AUC
+    minus flat's with a 95% t-interval over seeds (the methods meet the same tasks and streams: the
+    difference is paired), the ratio of their mean AUCs, and on how many seeds it scored at least twice
+    flat with the intervals apart. What needs a method that was not evaluated (--methods) is left out."""
     ok = [r for r in rows if "error" not in r]
     if not ok:
         return {"n": 0, "failed": len(rows)}
     have = [m for m in METHODS if m in ok[0]["methods"]]
     low = lambda r, m: r["methods"][m]["auc_ci"][0]
     high = lambda r, m: r["methods"][m]["auc_ci"][1]
-    s = {"n": len(ok), "failed": len(rows) - len(ok), "above_flat": None, "above_all": None,
-         "mean_diff": None, "mean_diff_ci": None, "ratio": None, "twice_flat": None,
-         "mean_auc": {m: float(np.mean([r["methods"][m]["auc"] for r in ok])) for m in have},
+    auc = lambda r, m: r["methods"][m]["auc"]
+    s = {"n": len(ok), "failed": len(rows) - len(ok),
+         "mean_auc": {m: float(np.mean([auc(r, m) for r in ok])) for m in have},
          "mean_success_auc": {m: float(np.mean([r["methods"][m]["success_auc"] for r in ok]))
                               if all(r["methods"][m]["success_auc"] is not None for r in ok) else None
                               for m in have}}
-    if "mlsh" in have and "flat" in have:
-        diff = [r["methods"]["mlsh"]["auc"] - r["methods"]["flat"]["auc"] for r in ok]
-        s["mean_diff"], s["mean_diff_ci"] = interval(diff, np.random.default_rng(0))
-        s["above_flat"] = sum(low(r, "mlsh") > high(r, "flat") for r in ok)
-        auc = lambda r, m: r["methods"][m]["auc"]
-        s["twice_flat"] = sum(low(r, "mlsh") > high(r, "flat") and auc(r, "mlsh") >= 2 * auc(r, "flat") for r in ok)
-        if s["mean_auc"]["flat"] > 0:
-            s["ratio"] = s["mean_auc"]["mlsh"] / s["mean_auc"]["flat"]
-    if "mlsh_paper" in have and "flat" in have:
-        s["paper_above_flat"] = sum(low(r, "mlsh_paper") > high(r, "flat") for r in ok)
-    baselines = [m for m in have if m not in ("mlsh", "mlsh_paper")]
-    if "mlsh" in have and baselines:
-        s["above_all"] = sum(low(r, "mlsh") > max(high(r, m) for m in baselines) for r in ok)
+    baselines = [m for m in have if m not in MASTERS]
+    for m in [m for m in MASTERS if m in have and "flat" in have]:
+        diff, ci = interval([auc(r, m) - auc(r, "flat") for r in ok])
+        s[m] = {"minus_flat": diff, "minus_flat_ci": ci, "above_flat": sum(low(r, m) > high(r, "flat") for r in ok),
+                "above_all": sum(low(r, m) > max(high(r, b) for b in baselines) for r in ok),
+                "ratio": s["mean_auc"][m] / s["mean_auc"]["flat"] if s["mean_auc"]["flat"] > 0 else None,
+                "twice_flat": sum(low(r, m) > high(r, "flat") and auc(r, m) >= 2 * auc(r, "flat") for r in ok)}
     return s
 
 
@@ -312,50 +303,54 @@ def summary_line(s):
     if s["n"] == 0:
         return f"no seed finished ({s['failed']} failed)"
     failed = f"; {s['failed']} seed(s) failed" if s["failed"] else ""
-    if s["above_flat"] is None:
-        return (f"{s['n']} seeds: mean AUC " + ", ".join(f"{METHODS[m]} {a:.3f}" for m, a in s["mean_auc"].items())
-                + f" (flat PPO not evaluated: --methods){failed}")
-    return (f"{s['n']} seeds: MLSH's interval above flat PPO's on {s['above_flat']} of {s['n']}, above every "
-            f"baseline's on {s['above_all']}; MLSH AUC minus flat's {s['mean_diff']:+.3f} "
-            f"[{s['mean_diff_ci'][0]:+.3f}, {s['mean_diff_ci'][1]:+.3f}] (mean over seeds, 95% bootstrap "
-            f"interval); mean AUC MLSH {s['mean_auc']['mlsh']:.3f}, flat {s['mean_auc']['flat']:.3f}"
-            + (f"; the paper's master over the same skills: {s['mean_auc']['mlsh_paper']:.3f}, its interval above "
-               f"flat's on {s['paper_above_flat']} of {s['n']}" if s.get("paper_above_flat") is not None else "")
-            + failed)
+    if not any(m in s for m in MASTERS):
+        return (f"{s['n']} seeds: mean AUC " + ", ".join(f"{m} {a:.3f}" for m, a in s["mean_auc"].items())
+                + f" (no master and flat PPO to compare: --methods){failed}")
+    return "\n".join(f"{s['n']} seeds, {m}: its interval above flat's on {d['above_flat']} of {s['n']}, above every "
+                     f"baseline's on {d['above_all']}; {m} AUC minus flat's {d['minus_flat']:+.3f} "
+                     f"[{d['minus_flat_ci'][0]:+.3f}, {d['minus_flat_ci'][1]:+.3f}] (mean over seeds, 95% "
+                     f"t-interval); mean AUC {m} {s['mean_auc'][m]:.3f}, flat {s['mean_auc']['flat']:.3f}"
+                     for m in MASTERS if m in s) + failed
+
+
+def spread_line(rows, key, what):
+    """A line when the seeds ran on more than one `what` (empty when on one): per-seed numbers differ between
+    CPUs and between code, so such a table is read by its summary over seeds."""
+    on = {}
+    for r in rows:
+        value = r.get(key, "not recorded")
+        on.setdefault(json.dumps(value) if isinstance(value, dict) or value is None else value, []).append(str(r["seed"]))
+    if len(on) < 2:
+        return ""
+    return (f"These seeds ran on {len(on)} {what} (" + "; ".join(f"{c}: seed {', '.join(s)}" for c, s in on.items())
+            + f"): per-seed numbers differ between {what}; read the summary over seeds.\n")
 
 
 def cpu_line(rows):
-    """A line when the seeds ran on more than one CPU (empty when on one): per-seed numbers differ between
-    CPUs, so such a table is read by its summary over seeds."""
-    on = {}
-    for r in rows:
-        on.setdefault(r.get("cpu", "not recorded"), []).append(str(r["seed"]))
-    if len(on) < 2:
-        return ""
-    return (f"These seeds ran on {len(on)} CPUs (" + "; ".join(f"{c}: seed {', '.join(s)}" for c, s in on.items())
-            + "): per-seed numbers differ between CPUs; read the summary over seeds.\n")
+    return spread_line(rows, "cpu", "CPUs")
+
+
+def code_line(rows):
+    return spread_line(rows, "code", "versions of the code")
 
 
 def ratio_line(s):
-    """The gap, in one line (empty without MLSH and flat PPO)."""
-    if s.get("twice_flat") is None:
-        return ""
-    ratio = "flat's mean AUC is 0" if s["ratio"] is None else f"{s['ratio']:.2f}"
-    return (f"MLSH / flat PPO (ratio of the mean AUCs): {ratio}; MLSH at least twice flat PPO with the "
-            f"intervals apart on {s['twice_flat']} of {s['n']} seeds\n")
+    """The gap, in one line per master (empty without a master and flat PPO)."""
+    show = lambda d: "flat's mean AUC is 0" if d["ratio"] is None else f"{d['ratio']:.2f}"
+    return "".join(f"{m} / flat PPO (ratio of the mean AUCs): {show(s[m])}; {m} at least twice flat PPO with the "
+                   f"intervals apart on {s[m]['twice_flat']} of {s['n']} seeds\n" for m in MASTERS if m in s)
 
 
 def table(rows, s):
-    """The per-seed markdown table: bold where MLSH's interval lies above flat's."""
-    shown = [m for m in METHODS if m in ("mlsh", "flat", "shared", "random_subs")
-             or any(m in r.get("methods", {}) for r in rows)]
-    columns = [COLUMNS[m] for m in shown] + ["success AUC MLSH / flat", "best sub-policy alone", "best master's score",
-                                             "a random master / walk meets the goal",
-                                             "meta-training success, first / last round"]
+    """The per-seed markdown table: bold where a master's interval lies above flat's."""
+    shown = [m for m in METHODS if any(m in r.get("methods", {}) for r in rows)]
+    masters = [m for m in MASTERS if m in shown]
+    columns = ([COLUMNS[m] for m in shown] + [f"success AUC {' / '.join(masters + ['flat'])}", "best sub-policy alone",
+               f"best master's score ({' / '.join(masters)})", f"a random master ({' / '.join(masters)}) / walk "
+               f"meets the goal", "meta-training success, first / last round"])
     lines = ["| seed | " + " | ".join(columns) + " |", "| --- " * (len(columns) + 1) + "|"]
     frac = lambda x: "-" if x is None else f"{x:.2f}"
-    skills = lambda r: r.get("best_master_skills_only")
-    best_master = lambda r: frac(r.get("best_master")) + ("" if skills(r) is None else f" (skills alone {skills(r):.2f})")
+    per_master = lambda r, k: " / ".join(frac((r.get(k) or {}).get(m)) for m in masters)
 
     def cell(m, name):
         if name not in m:
@@ -363,7 +358,7 @@ def table(rows, s):
         text = f"{m[name]['auc']:.3f} [{m[name]['auc_ci'][0]:.3f}, {m[name]['auc_ci'][1]:.3f}]"
         if name == "flat":
             return f"{text} ({m['flat']['lr']:g})"
-        above = name == "mlsh" and "flat" in m and m["mlsh"]["auc_ci"][0] > m["flat"]["auc_ci"][1]
+        above = name in MASTERS and "flat" in m and m[name]["auc_ci"][0] > m["flat"]["auc_ci"][1]
         return f"**{text}**" if above else text
 
     for r in rows:
@@ -371,16 +366,18 @@ def table(rows, s):
             lines.append(f"| {r['seed']} | failed: {r['error']} |" + " |" * (len(columns) - 1))
             continue
         m = r["methods"]
-        success = " / ".join(frac(m[n]["success_auc"] if n in m else None) for n in ("mlsh", "flat"))
-        meets = " / ".join(frac(r.get(k)) for k in ("random_master_meets", "random_walk_meets"))
+        success = " / ".join(frac(m[n]["success_auc"] if n in m else None) for n in masters + ["flat"])
+        meets = per_master(r, "random_master_meets") + f" / {frac(r.get('random_walk_meets'))}"
         meta = " / ".join(frac(x) for x in r.get("meta_success", [None, None]))
         lines.append(f"| {r['seed']} | " + " | ".join(cell(m, n) for n in shown) + f" | {success} | "
-                     f"{r['best_alone']:.2f} | {best_master(r)} | {meets} | {meta} |")
+                     f"{r['best_alone']:.2f} | {per_master(r, 'best_master')} | {meets} | {meta} |")
     if s["n"]:
         mean, succ = s["mean_auc"], s["mean_success_auc"]
         lines.append("| mean | " + " | ".join(f"{mean[n]:.3f}" if n in mean else "-" for n in shown) + " | "
-                     + " / ".join(frac(succ.get(n)) for n in ("mlsh", "flat")) + " | | | | |")
-    return "\n".join(lines) + "\n\n" + summary_line(s) + "\n" + ratio_line(s) + cpu_line(rows)
+                     + " / ".join(frac(succ.get(n)) for n in masters + ["flat"]) + " | | | | |")
+    return ("\n".join(lines) + "\n\n" + summary_line(s) + "\n" + ratio_line(s) + cpu_line(rows) + code_line(rows)
+            + "Bold: the master's interval lies above flat PPO's. " + "; ".join(f"{m}: {METHODS[m]}" for m in shown)
+            + ".\n")
 
 
 QUICK_NOTE = "--quick: a smoke test; these numbers say nothing about MLSH"
@@ -388,13 +385,14 @@ QUICK_NOTE = "--quick: a smoke test; these numbers say nothing about MLSH"
 
 # Flat PPO learns from scratch: it does not depend on these settings, only on the rest (the task, the
 # networks, PPO's settings, the evaluation, the seed)
-NOT_FLATS = ("subpolicies", "macro", "master", "interrupt", "rounds", "tasks", "warmup", "joint", "sub_lr",
-             "sub_ent", "master_lr", "methods", "flat_lrs", "preset")
+NOT_FLATS = ("subpolicies", "macro", "random_subs_master", "interrupt", "rounds", "tasks", "warmup", "joint",
+             "sub_lr", "sub_ent", "master_lr", "methods", "flat_lr", "flat_lrs", "preset")
 
 
-def flat_source(folder, seeds, config):
-    """{seed: flat PPO's results} from the sweep in `folder`, whose runs must hold flat PPO and differ from
-    `config` only in settings flat PPO does not depend on (NOT_FLATS); else BadInput, before any run."""
+def flat_source(folder, seeds, config, code):
+    """{seed: flat PPO's results} from the sweep in `folder`, whose runs must hold flat PPO, be made by this
+    code and differ from `config` only in settings flat PPO does not depend on (NOT_FLATS); else BadInput,
+    before any run."""
     if "flat" in config["methods"]:
         raise BadInput("--flat-from takes flat PPO from another sweep: leave flat out of --methods")
     want = {k: v for k, v in config.items() if k not in NOT_FLATS}
@@ -402,10 +400,12 @@ def flat_source(folder, seeds, config):
     for s in seeds:
         if not os.path.isfile(os.path.join(folder, f"seed-{s}", "results.json")):
             raise BadInput(f"--flat-from {folder}: no finished seed {s} there; run that sweep's seed first")
-        res = read_results(os.path.join(folder, f"seed-{s}"))
+        res = store.read_results(os.path.join(folder, f"seed-{s}"))
         there = {k: v for k, v in settings(res["config"]).items() if k not in NOT_FLATS}
-        if "flat" not in res["methods"] or there != want:
-            why = differences(there, want) if there != want else "it has no flat PPO"
+        other = store.changed(res.get("code"), code)
+        if "flat" not in res["methods"] or there != want or other:
+            why = differences(there, want) if there != want else f"made by other code: {other}" if other else \
+                "it has no flat PPO"
             raise BadInput(f"--flat-from {folder}: seed {s} is not flat PPO of these settings ({why})")
         flat[s] = res["methods"]["flat"]
     return flat
@@ -424,10 +424,10 @@ def write_summary(out, runs, flags, config, log=print, flat_from=None):
     rows = [row(s, runs[s]) for s in sorted(runs)]
     s = summary(rows)
     quick = any(res.get("quick") for res in runs.values())
-    command = shlex.join(["python", "mlsh.py", *flags])
-    os.makedirs(out, exist_ok=True)
-    store.write_json(os.path.join(out, "sweep.json"), {"flags": flags, "config": config, "runs": rows, "summary": s,
-                                                       "quick": quick})
+    command = shlex.join(["python", "-m", "lab", *flags])
+    store.make_folder(out)
+    store.write_json(os.path.join(out, "sweep.json"), {"format": FORMAT, "flags": flags, "config": config, "runs": rows,
+                                                       "summary": s, "quick": quick})
     text = (f"**{QUICK_NOTE}**\n\n" * quick + f"`{command} --seed S`, seeds {', '.join(str(r['seed']) for r in rows)}"
             f"\n\n{table(rows, s)}" + (f"Flat PPO: each seed's from {near(flat_from)} (it does not depend on the "
                                        f"settings in which the two differ)\n" if flat_from else ""))
@@ -446,8 +446,8 @@ def gather(folders):
     runs, first = {}, None
     for folder in folders:
         if not os.path.isfile(os.path.join(folder, "results.json")):
-            raise BadInput(f"{folder} holds no results.json: give folders that a finished mlsh.py run wrote")
-        res = read_results(folder)
+            raise BadInput(f"{folder} holds no results.json: give folders that a finished run of python -m lab wrote")
+        res = store.read_results(folder)
         seed = res["config"]["seed"]
         if first is None:
             first = (folder, settings(res["config"]))
@@ -461,42 +461,45 @@ def gather(folders):
 
 
 def write_grid(out, grid, cells, runs, flags, log=print):
-    """grid.json, grid.md and grid.png: per cell, every method's mean AUC over the seeds with 95% bootstrap
-    intervals over seeds, MLSH's difference from flat PPO and its ratio to it, and on how many seeds MLSH's
-    interval lay above flat's."""
-    rng = np.random.default_rng(0)
+    """grid.json, grid.md and grid.png: per cell, every method's mean AUC over the seeds with its 95%
+    t-interval over seeds, and for each master its difference from flat PPO (paired, over seeds), its ratio
+    to it, and on how many seeds its interval lay above flat's."""
     table = []
-    for (label, _, _, folder), r in zip(cells, runs):
+    for (label, _, _, _, folder), r in zip(cells, runs):
         rows = [row(s, r[s]) for s in sorted(r)]
         ok = [x for x in rows if "error" not in x]
-        auc = {m: interval([x["methods"][m]["auc"] for x in ok], rng) if ok and m in ok[0]["methods"] else None
+        auc = {m: interval([x["methods"][m]["auc"] for x in ok]) if ok and m in ok[0]["methods"] else None
                for m in METHODS}
         table.append({"values": dict(v.split("=") for v in label.split()), "folder": folder, **auc,
                       "summary": summary(rows)})
-    os.makedirs(out, exist_ok=True)
-    store.write_json(os.path.join(out, "grid.json"), {"flags": flags, "grid": grid, "cells": table})
+    store.make_folder(out)
+    store.write_json(os.path.join(out, "grid.json"), {"format": FORMAT, "flags": flags, "grid": grid, "cells": table})
     names = [name for name, _ in grid]
     shown = [m for m in METHODS if any(c[m] is not None for c in table)]
+    masters = [m for m in MASTERS if any(m in c["summary"] for c in table)]
     show = lambda a: "-" if a is None else f"{a[0]:.3f} [{a[1][0]:.3f}, {a[1][1]:.3f}]"
     quick = any(res.get("quick") for r in runs for res in r.values())
-    lines = [f"**{QUICK_NOTE}**\n" * quick + f"`python mlsh.py {shlex.join(flags)} --seed S` over "
+    lines = [f"**{QUICK_NOTE}**\n" * quick + f"`python -m lab {shlex.join(flags)} --seed S` over "
              + ", ".join(f"--{n} {' / '.join(v)}" for n, v in grid),
-             "", "| " + " | ".join(names + [METHODS[m] for m in shown]) + " | MLSH minus flat | MLSH / flat "
-             "| MLSH above flat | at least twice flat |", "|" + " --- |" * (len(names) + len(shown) + 4)]
+             "", "| " + " | ".join(names + shown + [f"{m} {what}" for m in masters for what in
+                                                    ("minus flat", "/ flat", "above flat", "at least twice flat")])
+             + " |", "|" + " --- |" * (len(names) + len(shown) + 4 * len(masters))]
     for c in table:
         s = c["summary"]
-        diff = "-" if s.get("mean_diff") is None else \
-            f"{s['mean_diff']:+.3f} [{s['mean_diff_ci'][0]:+.3f}, {s['mean_diff_ci'][1]:+.3f}]"
-        ratio = "-" if s.get("ratio") is None else f"{s['ratio']:.2f}"
-        count = lambda k: "-" if s.get(k) is None else f"{s[k]} of {s['n']}"
-        lines.append("| " + " | ".join([c["values"][n] for n in names] + [show(c[m]) for m in shown])
-                     + f" | {diff} | {ratio} | {count('above_flat')} | {count('twice_flat')} |")
-    text = ("\n".join(lines) + "\n\nAUC: mean over meta-training seeds, 95% bootstrap interval over seeds. "
-            "MLSH / flat: the ratio of the mean AUCs. At least twice flat: seeds on which MLSH's AUC was at least "
-            "twice flat PPO's and its interval lay above flat's.\n")
+        per = []
+        for m in masters:
+            d = s.get(m)
+            per += (["-"] * 4 if d is None else
+                    [f"{d['minus_flat']:+.3f} [{d['minus_flat_ci'][0]:+.3f}, {d['minus_flat_ci'][1]:+.3f}]",
+                     "-" if d["ratio"] is None else f"{d['ratio']:.2f}", f"{d['above_flat']} of {s['n']}",
+                     f"{d['twice_flat']} of {s['n']}"])
+        lines.append("| " + " | ".join([c["values"][n] for n in names] + [show(c[m]) for m in shown] + per) + " |")
+    text = ("\n".join(lines) + "\n\nAUC: mean over meta-training seeds, 95% t-interval over seeds. / flat: the ratio "
+            "of the mean AUCs. At least twice flat: seeds on which the master's AUC was at least twice flat PPO's and "
+            "its interval lay above flat's.\n")
     store.write_text(os.path.join(out, "grid.md"), text)
     if len(grid) <= 2:
-        plots.plot_grid(os.path.join(out, "grid.png"), grid, table, " ".join(["python mlsh.py", *flags]))
+        plots.plot_grid(os.path.join(out, "grid.png"), grid, table, " ".join(["python -m lab", *flags]))
     log("\n" + text)
     log(f"grid.json, grid.md{', grid.png' if len(grid) <= 2 else ''} in {out}; each cell's sweep in its folder")
 
@@ -504,62 +507,90 @@ def write_grid(out, grid, cells, runs, flags, log=print):
 USED = 0.05     # a skill "in use": it acted in at least this share of the last round's steps
 
 
+def read_sweep(folder):
+    """A sweep folder's sweep.json in today's format (FORMAT): an older sweep's rows renamed as
+    store.upgrade renames a run's results, so that no number is shown under another method's name."""
+    if not os.path.isfile(os.path.join(folder, "sweep.json")):
+        raise BadInput(f"{folder} holds no sweep.json: give folders a finished python -m lab.sweep wrote")
+    with open(os.path.join(folder, "sweep.json")) as f:
+        sweep = json.load(f)
+    if sweep.get("format", 1) == FORMAT:
+        return sweep
+    if sweep.get("format", 1) != 1:
+        raise BadInput(f"{folder}: a sweep.json of format {sweep['format']}; this code reads 1 and {FORMAT}")
+    rename = store.old_names(sweep["config"])
+    first = "mlsh_options" if rename else "mlsh"       # the master an older row's reach measured
+
+    def upgraded(r):
+        if "error" in r:
+            return r
+        best = {first: r.get("best_master")}
+        if rename:
+            best["mlsh"] = r.get("best_master_skills_only")
+        return {**r, "methods": {rename.get(m, m): v for m, v in r["methods"].items()}, "best_master": best,
+                "random_master_meets": {first: r.get("random_master_meets")}, "code": None}
+
+    return {**sweep, "format": FORMAT, "config": store.upgrade_config({"master": "paper", **sweep["config"]}),
+            "runs": [upgraded(r) for r in sweep["runs"]]}
+
+
 def compare(steps):
     """Several settings side by side, one line each: [(name, [sweep folder, ...])] -> the table's text
     (compare.md), its numbers (compare.json) and each setting's rows for the figures. A setting's folders are
-    pooled run by run (one goal held out per folder, say), so its intervals are 95% bootstrap intervals over
-    runs. Also per setting, means over its runs: what the skills allow (the best master's score, `reach`),
-    the skills in use at the end of meta-training, and its compute (env steps and seconds of meta-training)."""
+    pooled run by run (one goal held out per folder, say), so its intervals are 95% t-intervals over runs.
+    Also per setting, means over its runs: what the skills allow each master (the best master's score,
+    `reach`), the skills in use at the end of meta-training, and its compute (env steps and seconds of
+    meta-training)."""
     data, pooled, quick = [], [], False
     for name, folders in steps:
         rows, env_steps = [], []
         for folder in folders:
-            if not os.path.isfile(os.path.join(folder, "sweep.json")):
-                raise BadInput(f"{folder} holds no sweep.json: give folders a finished sweep.py wrote")
-            with open(os.path.join(folder, "sweep.json")) as f:
-                sweep = json.load(f)
+            sweep = read_sweep(folder)
             c, quick = sweep["config"], quick or sweep.get("quick", False)
             ok = [r for r in sweep["runs"] if "error" not in r]
             rows += ok
             env_steps += [(c["warmup"] + c["joint"]) * c["tasks"] * c["copies"] * c["steps"] * c["rounds"]] * len(ok)
-        need = [m for m in ("mlsh", "mlsh_paper", "flat") if not rows or m not in rows[0]["methods"]]
+        need = [m for m in (*MASTERS, "flat") if not rows or m not in rows[0]["methods"]]
         if need:
             raise BadInput(f"{name}: its runs lack {', '.join(need)}; compare sweeps that ran both masters and flat "
                            "PPO")
-        ci = lambda x: interval(x, np.random.default_rng(0))     # as summary() draws its intervals
         auc = lambda m: [r["methods"][m]["auc"] for r in rows]
         above = lambda m: sum(r["methods"][m]["auc_ci"][0] > r["methods"]["flat"]["auc_ci"][1] for r in rows)
-        cell = {m: ci(auc(m)) for m in METHODS if m in rows[0]["methods"]}
-        for m in ("mlsh", "mlsh_paper"):
-            cell[f"{m}_minus_flat"] = ci(np.subtract(auc(m), auc("flat")))
+        cell = {m: interval(auc(m)) for m in METHODS if m in rows[0]["methods"]}
+        for m in MASTERS:
+            cell[f"{m}_minus_flat"] = interval(np.subtract(auc(m), auc("flat")))
             cell[f"{m}_above_flat"] = above(m)
-        mean = lambda k: None if any(r.get(k) is None for r in rows) else float(np.mean([r[k] for r in rows]))
+        mean = lambda k, m: (None if any((r.get(k) or {}).get(m) is None for r in rows)
+                             else float(np.mean([r[k][m] for r in rows])))
         used = [None if r.get("usage") is None else (sum(u >= USED for u in r["usage"]), max(r["usage"])) for r in rows]
         data.append({"name": name, "folders": [near(f) for f in folders], "runs": len(rows), **cell,
-                     "reach": mean("best_master"), "reach_skills_only": mean("best_master_skills_only"),
-                     "seconds": mean("seconds"), "env_steps": float(np.mean(env_steps)),
-                     "skills_used": None if None in used else [float(np.mean(u)) for u in zip(*used)]})
+                     "reach": {m: mean("best_master", m) for m in MASTERS},
+                     "seconds": float(np.mean([r["seconds"] for r in rows])) if all(r.get("seconds") for r in rows)
+                     else None, "env_steps": float(np.mean(env_steps)),
+                     "skills_used": None if None in used else [float(np.mean(u)) for u in zip(*used)],
+                     "code": code_line(rows), "cpu": cpu_line(rows)})
         pooled.append((name, rows))
     show = lambda a, sign="": f"{a[0]:{sign}.3f} [{a[1][0]:{sign}.3f}, {a[1][1]:{sign}.3f}]"
     shown = [m for m in METHODS if all(m in d for d in data)]
     frac = lambda x: "-" if x is None else f"{x:.2f}"
     used = lambda u: "-" if u is None else f"{u[0]:.1f} (most used {u[1]:.2f})"
-    lines = ["| setting | runs | " + " | ".join(METHODS[m] for m in shown) + " | MLSH minus flat | the paper's master "
-             "minus flat | runs with MLSH / the paper's master above flat | best master's score | skills in use "
+    lines = ["| setting | runs | " + " | ".join(shown) + " | mlsh minus flat | mlsh_options minus flat | runs with "
+             "mlsh / mlsh_options above flat | best master's score (mlsh / mlsh_options) | skills in use "
              "| meta-training env steps, seconds |", "| --- " * (len(shown) + 8) + "|"]
     for d in data:
         lines.append(f"| {d['name']} | {d['runs']} | " + " | ".join(show(d[m]) for m in shown)
-                     + f" | {show(d['mlsh_minus_flat'], '+')} | {show(d['mlsh_paper_minus_flat'], '+')} | "
-                     f"{d['mlsh_above_flat']} / {d['mlsh_paper_above_flat']} of {d['runs']} | {frac(d['reach'])}"
-                     + ("" if d["reach_skills_only"] is None else f" (skills alone {d['reach_skills_only']:.2f})")
+                     + f" | {show(d['mlsh_minus_flat'], '+')} | {show(d['mlsh_options_minus_flat'], '+')} | "
+                     f"{d['mlsh_above_flat']} / {d['mlsh_options_above_flat']} of {d['runs']} | "
+                     + " / ".join(frac(d["reach"][m]) for m in MASTERS)
                      + f" | {used(d['skills_used'])} | {d['env_steps'] / 1e6:.1f} M, "
                      + ("-" if d["seconds"] is None else f"{d['seconds']:.0f} s") + " |")
+    notes = "".join(f"{d['name']}: {d[k]}" for d in data for k in ("cpu", "code") if d[k])
     text = (f"**{QUICK_NOTE}**\n\n" * quick + "\n".join(lines) + "\n\nAUC: mean over runs (meta-training seeds; "
-            "a setting of several sweeps pools their runs), 95% bootstrap interval over runs. Above flat: runs on "
-            "which the method's interval lay above flat PPO's. Best master's score: what the skills allow (reach; "
-            "skills alone: without the single moves), mean over runs. Skills in use: "
+            "a setting of several sweeps pools their runs), 95% t-interval over runs. Above flat: runs on "
+            "which the method's interval lay above flat PPO's. Best master's score: what the skills allow each master "
+            "(reach), mean over runs. Skills in use: "
             f"sub-policies that acted in at least {USED:.0%} of the last meta-training round's steps, mean over runs, "
-            "and the most used one's share. Env steps and seconds: one run's meta-training.\n")
+            "and the most used one's share. Env steps and seconds: one run's meta-training.\n" + notes)
     return text, data, pooled
 
 
@@ -568,8 +599,8 @@ def write_compare(out, steps, log=print):
     setting's lead over flat PPO) in `out`."""
     text, data, pooled = compare(steps)
     store.check_writable(out)
-    os.makedirs(out, exist_ok=True)
-    store.write_json(os.path.join(out, "compare.json"), {"settings": data})
+    store.make_folder(out)
+    store.write_json(os.path.join(out, "compare.json"), {"format": FORMAT, "settings": data})
     store.write_text(os.path.join(out, "compare.md"), text)
     plots.plot_compare(os.path.join(out, "compare.png"), pooled)
     plots.plot_gaps(os.path.join(out, "gaps.png"), data)
@@ -589,24 +620,24 @@ def near(path):
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):
-        raise BadInput(f"{message} (python sweep.py --help)")
+        raise BadInput(f"{message} (python -m lab.sweep --help)")
 
 
 def parse(argv):
-    p = Parser(allow_abbrev=False, description="Run python mlsh.py over meta-training seeds, several at a time, "
-               "and summarise them (sweep.json, sweep.md, sweep.png, curves.png). Every other flag goes to mlsh.py as it is "
-               "(python mlsh.py --help).")
+    p = Parser(prog="python -m lab.sweep", allow_abbrev=False, description="Run python -m lab over meta-training "
+               "seeds, several at a time, and summarise them (sweep.json, sweep.md, sweep.png, curves.png). Every "
+               "other flag goes to python -m lab as it is (python -m lab --help).")
     p.add_argument("--seeds", help="seeds to run: 0-9, 0,3,7 or both (0-4,9)")
     p.add_argument("--jobs", type=int, help="seeds run at a time (default: the cores this process may use)")
     p.add_argument("--out", help="the sweep's folder; seed S runs in OUT/seed-S (default: runs/sweep-<preset>, or "
-                                 "runs/sweep-maze-<file name> with --maze, beside mlsh.py; with --summarise, the "
-                                 "folders' common parent)")
+                                 "runs/sweep-maze-<file name> with --maze, at the repository's root; with --summarise, "
+                                 "the folders' common parent)")
     p.add_argument("--summarise", nargs="+", metavar="DIR", help="no runs: summarise these finished run folders")
-    p.add_argument("--list", action="store_true", help="no runs: print the mlsh.py command of every seed (of every "
-                   "grid cell), one per line, for a cluster's scheduler; the same sweep command afterwards, or "
+    p.add_argument("--list", action="store_true", help="no runs: print the python -m lab command of every seed (of "
+                   "every grid cell), one per line, to run from the repository's root, for a cluster's scheduler; the same sweep command afterwards, or "
                    "--summarise, makes the tables from their folders")
-    p.add_argument("--grid", nargs="+", metavar="NAME=V1,V2", help="a sweep for every combination of these mlsh.py "
-                   "flag values (as macro=1,5,10), each in OUT/NAME-V_..., and grid.md/json/png over them "
+    p.add_argument("--grid", nargs="+", metavar="NAME=V1,V2", help="a sweep for every combination of these values of "
+                   "python -m lab's flags (as macro=1,5,10), each in OUT/NAME-V_..., and grid.md/json/png over them "
                    "(default OUT: runs/grid-<preset>)")
     p.add_argument("--compare", nargs="+", metavar="NAME=DIR[,DIR]", help="no runs: finished sweeps side by side, "
                    "one line and one panel of curves per NAME, its sweeps' runs pooled (compare.md/json/png and "
@@ -624,7 +655,8 @@ def parse(argv):
     if bad:
         raise BadInput(f"--compare {bad[0]}: give each setting as NAME=DIR or NAME=DIR,DIR (its sweeps' folders)")
     if args.summarise and (flags or args.grid or args.list):
-        raise BadInput(f"--summarise takes folders only, not mlsh.py flags, --grid or --list ({' '.join(flags)})")
+        raise BadInput(f"--summarise takes folders only, not flags of python -m lab, --grid or --list "
+                       f"({' '.join(flags)})")
     if args.jobs is not None and args.jobs < 1:
         raise BadInput(f"--jobs is {args.jobs}; it must be at least 1")
     return args, flags
@@ -645,30 +677,32 @@ def main(argv=None):
             folders = [os.path.abspath(d) for d in args.summarise]
             runs, config = gather(folders)
             if args.flat_from:
-                runs = with_flat(runs, flat_source(args.flat_from, sorted(runs), config))
+                code = next((r["code"] for r in runs.values() if r.get("code")), None)
+                runs = with_flat(runs, flat_source(args.flat_from, sorted(runs), config, code))
             out = os.path.abspath(args.out or os.path.commonpath([os.path.dirname(d) for d in folders]))
             store.check_writable(out)
             write_summary(out, runs, flags_of(config), config, flat_from=args.flat_from)
             return
         seeds = parse_seeds(args.seeds)
         grid = parse_grid(args.grid, flags) if args.grid else []
-        cells = [(label, f, check_flags(f)) for label, f in grid_cells(grid, flags)]
+        cells = [(label, f, *check_flags(f)) for label, f in grid_cells(grid, flags)]
         out = os.path.abspath(args.out or default_folder(cells[0][2], grid, "--quick" in flags))
-        cells = [(label, f, cfg, os.path.join(out, label.replace("=", "-").replace(" ", "_")))
-                 for label, f, cfg in cells]
-        flat = [flat_source(args.flat_from, seeds, settings(dataclasses.asdict(cfg))) if args.flat_from else None
-                for *_, cfg, _ in cells]                   # checked before any run
+        cells = [(label, f, cfg, family, os.path.join(out, label.replace("=", "-").replace(" ", "_")))
+                 for label, f, cfg, family in cells]
+        flat = [flat_source(args.flat_from, seeds, settings(dataclasses.asdict(cfg)), store.code(family))
+                if args.flat_from else None for _, _, cfg, family, _ in cells]      # checked before any run
         if args.list:
-            for label, f, cfg, folder in cells:
+            for label, f, cfg, family, folder in cells:
                 for s in seeds:
-                    print(shlex.join(["python", near(MLSH), *f, "--seed", str(s), "--out",
-                                      near(os.path.join(folder, f"seed-{s}"))]))
+                    print(shlex.join(["python", "-m", "lab", *f, "--seed", str(s), "--out",
+                                      os.path.relpath(os.path.join(folder, f"seed-{s}"), store.ROOT)
+                                      if folder.startswith(store.ROOT + os.sep) else os.path.join(folder, f"seed-{s}")]))
             return
         for *_, folder in cells:
             store.check_writable(folder)
         jobs = args.jobs or len(os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else os.cpu_count())
         runs = [r if f is None else with_flat(r, f) for r, f in zip(run_seeds(seeds, cells, jobs), flat)]
-        for (label, f, cfg, folder), r in zip(cells, runs):
+        for (label, f, cfg, family, folder), r in zip(cells, runs):
             write_summary(folder, r, f, settings(dataclasses.asdict(cfg)), log=print if not grid else lambda s: None,
                           flat_from=args.flat_from)
         if grid:
@@ -677,7 +711,7 @@ def main(argv=None):
         print(f"sweep: {e}", file=sys.stderr)
         raise SystemExit(2)
     except KeyboardInterrupt as e:
-        print(f"\n{e or 'interrupted'}\ncarry on with: {shlex.join(['python', 'sweep.py', *argv])}")
+        print(f"\n{e or 'interrupted'}\ncarry on with: {shlex.join(['python', '-m', 'lab.sweep', *argv])}")
         raise SystemExit(130)
     if any("error" in res for r in runs for res in r.values()):
         raise SystemExit(1)

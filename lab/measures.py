@@ -1,24 +1,13 @@
-"""What a run measures besides the AUC's curves: intervals, each skill alone, what the skills allow
-any master (reach), and the speed of rollouts and updates (--bench). It imports the algorithm
+"""What a run measures besides the AUC's curves: a method's summary, each skill alone, what the skills
+allow any master (reach), and the speed of rollouts and updates (--bench). It imports the algorithm
 (mlsh.py); the algorithm never imports it."""
 import time
 
 import numpy as np
-from scipy.stats import bootstrap
 
 import envs
-from mlsh import Net, Runner, child_seed, new_agent, sample, stream, update
-
-
-# ---- Intervals ---------------------------------------------------------------
-
-def interval(x, rng):
-    """Mean of x and its 95% bootstrap interval (the point itself when x cannot be resampled)."""
-    x = np.asarray(x, dtype=float)
-    if len(x) < 2 or np.ptp(x) == 0:
-        return float(x.mean()), [float(x.mean())] * 2
-    res = bootstrap((x,), np.mean, confidence_level=0.95, n_resamples=10000, method="percentile", rng=rng)
-    return float(x.mean()), [float(res.confidence_interval.low), float(res.confidence_interval.high)]
+from lab import stream
+from mlsh import Net, Runner, child_seed, interval, new_agent, sample, update
 
 
 def band(y):
@@ -29,13 +18,15 @@ def band(y):
     return y.mean(axis=0), half
 
 
-def summarise(score, success, rng):
-    """AUC (mean normalised return over the iterations) per learner, its mean and 95% bootstrap CI.
+def summarise(score, success):
+    """A method's fine-tuning, (learners, iterations) each: its AUC (the mean over learners of each one's mean
+    normalised return) with a 95% t-interval over learners (mlsh.interval, as python mlsh.py prints it),
+    the success AUC, the mean curves with a band, and the first iteration with 80% success (None: never).
 
     success_auc is the mean success rate over the iterations: the paper's
     reward does not ask for the shortest path, so both are reported.
     """
-    auc, ci = interval(score.mean(axis=1), rng)
+    auc, ci = interval(score.mean(axis=1))
     hit80 = np.flatnonzero(success.mean(axis=0) >= 0.8)
     mean, half = band(score)
     return {"auc": auc, "auc_ci": ci, "success_auc": float(success.mean()),
@@ -68,7 +59,8 @@ def skills_alone(cfg, family, subs, iters=4):
 
 
 def reach(cfg, family, subs, rollouts=32):
-    """What the skills let a master do on goal tasks, by dynamic programming (None otherwise).
+    """What the skills let each master do on goal tasks (family.goal_cells), by dynamic programming (None
+    on other tasks).
 
     Every sub-policy k is run `rollouts` times for N steps from every cell.
     A master decides at steps 0, N, 2N, ..., so the best any master can do
@@ -83,18 +75,18 @@ def reach(cfg, family, subs, rollouts=32):
     With the score d(s, g) / steps, the best expected score from start s is
     d(s, g) V_0(s, g); under the paper's reward (every step on g pays, the
     episode goes on) each choice earns its steps on g and the recursion
-    always continues, and the score divides by the best return. The same recursion with 1 for a hit gives the best
-    success; with the mean over k instead of the max, how often a uniformly
-    random master (a fresh one) meets g; with K = 1 and uniformly random
-    actions, how often a random walk (flat PPO at its start) does.
-    When the fine-tuning master may also take primitive actions (cfg.master "options"),
-    each is one more choice that lasts one step, and the master decides at
-    every t = T - 1, ..., 0; then "skills_only" holds the best score and
-    success without them.
-    Returns per-goal arrays (n_cells,), averaged over starts when the start
-    is random, NaN at the start cell.
+    always continues, and the score divides by the best return. The same
+    recursion with 1 for a hit gives the best success; with the mean over k
+    instead of the max, how often a uniformly random master (a fresh one)
+    meets g; with K = 1 and uniformly random actions, how often a random walk
+    (flat PPO at its start) does. For the options master each primitive
+    action is one more choice that lasts one step, and it decides at every
+    t = T - 1, ..., 0.
+    Returns {master: {"best_score", "best_success", "random_meets"}} for the paper's master "mlsh" and
+    "mlsh_options", and "random_walk_meets": per-goal arrays (n_cells,), averaged over starts when the
+    start is random, NaN at the start cell.
     """
-    if not isinstance(family, envs.GoalTasks):
+    if not family.goal_cells:
         return None
     maze, C, N, T, A = family.maze, family.maze.n_cells, cfg.macro, family.max_steps, family.n_actions
     rng = stream(cfg.seed, "reach")
@@ -149,11 +141,10 @@ def reach(cfg, family, subs, rollouts=32):
     score, hit = (lambda t: 1.0 / np.maximum(t, 1)), (lambda t: np.ones(t.shape))
     skills = [first_meetings(lambda obs, k: subs(obs[None])[k, np.arange(len(k))], subs.G, N)]
     walk = [first_meetings(lambda obs, k: np.zeros((len(k), A)), 1, N)]
-    choices, every = skills, N
-    if cfg.master == "options":                                 # A more choices of one step each
-        one = lambda obs, k: np.where(np.arange(A) == k[:, None], 0.0, -1e9)
-        noisy = family.slip or family.second_move                # moves that may not go as meant
-        choices, every = skills + [first_meetings(one, A, 1, rollouts if noisy else 1)], 1
+    one = lambda obs, k: np.where(np.arange(A) == k[:, None], 0.0, -1e9)   # [options] A choices of one step
+    noisy = family.slip or family.second_move                    # moves that may not go as meant
+    moves = [first_meetings(one, A, 1, rollouts if noisy else 1)]
+    masters = {"mlsh": (skills, N), "mlsh_options": (skills + moves, 1)}   # their choices, and how often they decide
     starts = np.arange(C) if family.start_cell is None else np.array([family.start_cell])
 
     def per_goal(V):
@@ -165,13 +156,11 @@ def reach(cfg, family, subs, rollouts=32):
             envs.best_returns(maze, T, family.slip, family.second_move), 1e-9)
     else:                                                      # the score: d(s, g) / steps
         best = lambda options, every: maze.dist * recursion(options, score, np.max, every)
-    out = {"best_score": per_goal(best(choices, every)),
-           "best_success": per_goal(recursion(choices, hit, np.max, every)),
-           "master_visit": per_goal(recursion(choices, hit, np.mean, every)),
-           "walk_visit": per_goal(recursion(walk, hit, np.mean, N))}
-    if cfg.master == "options":
-        out["skills_only"] = {"best_score": per_goal(best(skills, N)),
-                              "best_success": per_goal(recursion(skills, hit, np.max, N))}
+    out = {m: {"best_score": per_goal(best(choices, every)),
+               "best_success": per_goal(recursion(choices, hit, np.max, every)),
+               "random_meets": per_goal(recursion(choices, hit, np.mean, every))}
+           for m, (choices, every) in masters.items()}
+    out["random_walk_meets"] = per_goal(recursion(walk, hit, np.mean, N))
     return out
 
 

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 import envs
-import measures
+from lab import measures
 import mlsh
-import run
-import settings
-import store
+from lab import run
+from lab import settings
+from lab import store
 
 HERE = Path(__file__).resolve().parent
 PROGRAM = ["mlsh.py", "envs.py", "run.py", "settings.py", "store.py", "measures.py", "plots.py"]   # what runs

@@ -8,20 +8,27 @@ import os
 import numpy as np
 
 import envs
-from measures import band
-from mlsh import Net, Runner, child_seed, log_softmax, stream
-from settings import METHODS
-from store import save_png
+from lab import stream
+from lab.measures import band
+from lab.settings import METHODS
+from lab.store import save_png
+from mlsh import Net, Runner, child_seed, log_softmax
 
 ORDER = list(METHODS)    # a method's colour is C<its place here>
+
+
+def legend(m):
+    """A method's name in a figure, as tables and JSON name it, with what it is."""
+    return f"{m}: {METHODS[m]}"
 
 
 # ---- Watching a trained master: one episode, as text or as a picture --------
 
 def play_episode(family, agent, m, seed, split="test"):
     """One episode of learner m's master over the sub-policies, on its held-out task, by the
-    rollout's own decision rule (Runner.act). active[t] is the choice acting at step t: a
-    sub-policy k < K, or K + a for primitive action a; decisions the steps where the master chose."""
+    rollout's own decision rule (Runner.act). active[t] is the choice acting at step t, primitive[t]
+    whether it was a primitive action (Agent.primitive) or a sub-policy; decisions the steps where the
+    master chose."""
     tasks = family.held_out(split)
     rng = stream(seed, "episode")
     env = family.make([tasks[m % len(tasks)]], split, seed=child_seed(rng))
@@ -39,18 +46,19 @@ def play_episode(family, agent, m, seed, split="test"):
             decisions.append(t)
         if term[0] or trunc[0]:
             break
-    return {"cells": cells, "active": active, "decisions": decisions, "macro": agent.macro, "K": agent.K,
+    return {"cells": cells, "active": active, "decisions": decisions, "macro": agent.macro,
+            "primitive": agent.primitive(np.array(active)).tolist(),
             "success": bool(info["success"][0]), "best": int(env.best[0]),
             "landmarks": env.landmarks(0), "maze": env.maze}
 
 
 def render_episode(ep):
     """The path as one text picture: each visited cell shows the sub-policy that acted there."""
-    mark = lambda k: str(k) if k < ep["K"] else "+"
-    marks = {cell: mark(k) for cell, k in zip(ep["cells"], ep["active"])}
+    mark = ["+" if p else str(k) for k, p in zip(ep["active"], ep["primitive"])]
+    marks = dict(zip(ep["cells"], mark))
     marks.update({ep["cells"][0]: "S", **ep["landmarks"]})
     steps = len(ep["active"])
-    runs = "".join(mark(k) for k in ep["active"])
+    runs = "".join(mark)
     outcome = (f"reached the goal in {steps} steps (shortest {ep['best']})" if ep["success"]
                else f"did not reach the goal in {steps} steps")
     return (ep["maze"].render(marks) + f"\nS start, digits: the sub-policy acting in that cell, "
@@ -73,11 +81,10 @@ def plot_episode(plt, path, maze, ep, colours):
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.imshow(~maze.free, cmap="Greys", vmin=0, vmax=1.6)
     rc = maze.cells[ep["cells"]]
-    for t, k in enumerate(ep["active"]):
-        primitive = k >= ep["K"]
+    for t, (k, primitive) in enumerate(zip(ep["active"], ep["primitive"])):
         ax.plot(rc[t:t + 2, 1], rc[t:t + 2, 0], color="black" if primitive else colours(k),
                 lw=1.5 if primitive else 3, ls=":" if primitive else "-", solid_capstyle="round")
-    decided = [t for t in ep["decisions"] if t > 0 and ep["active"][t] < ep["K"]]   # where a skill began
+    decided = [t for t in ep["decisions"] if t > 0 and not ep["primitive"][t]]   # where a skill began
     ax.scatter(rc[decided, 1], rc[decided, 0], s=60, facecolors="white", edgecolors="black", zorder=3,
                label="a decision of the master: a sub-policy" if decided else None)
     ax.scatter(rc[0, 1], rc[0, 0], marker="s", s=120, color="green", zorder=3, label="start")
@@ -86,9 +93,9 @@ def plot_episode(plt, path, maze, ep, colours):
         r, c = maze.cells[cell]
         ax.scatter(c, r, marker="*", s=250, color="red" if ch in "G$" else "gray", zorder=3,
                    label=names.get(ch, ch))
-    for k in sorted(k for k in set(ep["active"]) if k < ep["K"]):
+    for k in sorted({k for k, p in zip(ep["active"], ep["primitive"]) if not p}):
         ax.plot([], [], color=colours(k), lw=3, label=f"sub-policy {k}")
-    if any(k >= ep["K"] for k in ep["active"]):
+    if any(ep["primitive"]):
         ax.plot([], [], color="black", lw=1.5, ls=":", label="primitive action (one step)")
     outcome = (f"goal in {len(ep['active'])} steps (shortest {ep['best']})" if ep["success"]
                else "goal not reached")
@@ -98,16 +105,15 @@ def plot_episode(plt, path, maze, ep, colours):
 
 
 def plot_reach(plt, path, maze, maps, held, start):
-    """reach()'s maps over the maze: per goal cell, a random walk's and a random master's chance of
-    meeting it, and the best score of a master over the skills alone (the paper's); the held-out goals
-    framed. A master that may also take single moves can always take the shortest path, so its best
-    (all 1 under the reach reward) is a number in the last title, not a panel of its own."""
-    alone = maps.get("skills_only", maps)                      # with single moves, the skills alone
-    both = (f"\n(a master with single moves too: {np.nanmean(maps['best_score'][held]):.2f})"
-            if "skills_only" in maps else "")
-    panels = [(maps["walk_visit"], "a random walk meets the goal\n(flat PPO at its start)", ""),
-              (maps["master_visit"], "a random master meets the goal\n(a fresh master)", ""),
-              (alone["best_score"], "the best master's score with the\nskills alone (what they allow)", both)]
+    """reach()'s maps over the maze: per goal cell, a random walk's and a fresh (random) paper's master's
+    chance of meeting it, and the best score of the paper's master over the skills (what they allow); the
+    held-out goals framed. The options master may also take single moves, so it can always take the
+    shortest path: its best (all 1 under the reach reward) is a number in the last title."""
+    both = f"\n(mlsh_options, with single moves too: {np.nanmean(maps['mlsh_options']['best_score'][held]):.2f})"
+    panels = [(maps["random_walk_meets"], "a random walk meets the goal\n(flat PPO at its start)", ""),
+              (maps["mlsh"]["random_meets"], "a random master over the skills\nmeets the goal (a fresh mlsh)", ""),
+              (maps["mlsh"]["best_score"], "the best score of a master over\nthe skills (what they allow mlsh)",
+               both)]
     fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.6))
     for ax, (values, title, more) in zip(axes, panels):
         grid = np.full(maze.free.shape, np.nan)
@@ -129,7 +135,7 @@ def plot_reach(plt, path, maze, maps, held, start):
 
 
 def plot_all(out, family, results, history, subs, ep, maps=None, held=()):
-    """Write curves.png, subpolicies.png, episode.png (when MLSH was evaluated), meta_training.png
+    """Write curves.png, subpolicies.png, episode.png (when a master over the skills was evaluated), meta_training.png
     and, for goal tasks, reach.png into `out`."""
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
@@ -137,13 +143,13 @@ def plot_all(out, family, results, history, subs, ep, maps=None, held=()):
     # 1. fine-tuning curves with 95% bands
     fig, ax = plt.subplots(figsize=(6.4, 4))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    for i, (name, label) in enumerate(METHODS.items()):
+    for i, name in enumerate(METHODS):
         if name not in results:
             continue
         r = results[name]
         x = np.arange(1, len(r["curve"]) + 1)
         ax.plot(x, r["curve"], color=f"C{i}",
-                label=f"{label}: AUC {r['auc']:.2f} [{r['auc_ci'][0]:.2f}, {r['auc_ci'][1]:.2f}]")
+                label=f"{legend(name)}: AUC {r['auc']:.2f} [{r['auc_ci'][0]:.2f}, {r['auc_ci'][1]:.2f}]")
         ax.fill_between(x, *r["curve_band"], color=f"C{i}", alpha=0.2)
     ax.axhline(1.0, color="gray", ls="--", lw=1)
     ax.text(1, 1.01, "optimum", color="gray", va="bottom")
@@ -166,12 +172,12 @@ def plot_all(out, family, results, history, subs, ep, maps=None, held=()):
         ax.quiver(maze.cells[:, 1] - d[:, 1] / 2, maze.cells[:, 0] - d[:, 0] / 2, d[:, 1], d[:, 0],
                   p, cmap="viridis", clim=(0.25, 1), angles="xy", scale_units="xy", scale=1,
                   width=0.012)
-        for cell, ch in (env.landmarks(0).items() if isinstance(family, envs.BanditTasks) else ()):
+        for cell, ch in (() if family.goal_cells else env.landmarks(0).items()):
             ax.text(maze.cells[cell, 1], maze.cells[cell, 0], ch, ha="center", va="center",
                     color="red", fontweight="bold")
         ax.set(title=f"sub-policy {k}", xticks=[], yticks=[])
     seen = ("the two marks of one episode, which they see: $ the one that pays, the other by its "
-            "number" if isinstance(family, envs.BanditTasks) else "they know no goal")
+            "number" if not family.goal_cells else "they know no goal")
     fig.suptitle(f"Most likely action per cell (arrow length and colour: its probability)\n{seen}",
                  fontsize=10, y=1.06)
     save_png(plt, fig, os.path.join(out, "subpolicies.png"))
@@ -231,7 +237,7 @@ def plot_seeds(path, rows, title):
         if y:
             ax.hlines(np.mean(y), i - 0.25, i + 0.25, color="black", lw=2.5, zorder=3)
             ax.text(i + 0.27, np.mean(y), f"{np.mean(y):.2f}", va="center", fontsize=8)
-    ax.set(xticks=x, xticklabels=[METHODS[m].replace(", ", ",\n") for m in shown], ylabel="AUC on held-out tasks",
+    ax.set(xticks=x, xticklabels=shown, ylabel="AUC on held-out tasks",
            ylim=(-0.03, 1.03), xlim=(-0.8, len(shown) - 0.3))
     ax.set_title(title, fontsize=9)
     ax.text(0.0, -0.22, f"{len(ok)} meta-training seeds (dots; a line joins one seed's methods; bar: mean)",
@@ -254,7 +260,7 @@ def draw_curves(ax, rows):
     for m in [m for m in METHODS if m in rows[0]["methods"]]:
         mean, half = band([r["methods"][m]["curve"] for r in rows])
         x = np.arange(1, len(mean) + 1)
-        ax.plot(x, mean, color=f"C{ORDER.index(m)}", label=METHODS[m])
+        ax.plot(x, mean, color=f"C{ORDER.index(m)}", label=legend(m))
         ax.fill_between(x, mean - half, mean + half, color=f"C{ORDER.index(m)}", alpha=0.2, lw=0)
 
 
@@ -308,7 +314,7 @@ def gap_panels(names):
 
 
 def plot_gaps(path, data):
-    """Each setting's lead over flat PPO: MLSH's AUC minus flat's, and the paper's master's, mean over
+    """Each setting's lead over flat PPO: each master's AUC minus flat's (mlsh, mlsh_options), mean over
     runs with the 95% interval (the `data` of sweep.compare); a panel per setting when the settings are
     values of a few (gap_panels)."""
     plt = pyplot()
@@ -319,11 +325,11 @@ def plot_gaps(path, data):
                              gridspec_kw={"width_ratios": width})
     for ax, (setting, cells) in zip(axes[0], panels):
         x = np.arange(len(cells))
-        for k, m in enumerate(("mlsh", "mlsh_paper")):
+        for k, m in enumerate(("mlsh", "mlsh_options")):
             mean = np.array([data[i][f"{m}_minus_flat"][0] for i, _ in cells])
             err = np.abs(np.array([data[i][f"{m}_minus_flat"][1] for i, _ in cells]).T - mean)
             ax.errorbar(x + (k - 0.5) * 0.12, mean, yerr=err, fmt="o-" if setting else "o", color=f"C{ORDER.index(m)}",
-                        capsize=3, label=METHODS[m])
+                        capsize=3, label=legend(m))
         ax.axhline(0, color="grey", lw=0.8)
         tilt = not setting and len(cells) > 5
         ax.set_xticks(x)
@@ -353,7 +359,7 @@ def plot_grid(path, grid, table, title):
                 mean = np.array([v[0] for v in a])
                 err = np.abs(np.array([v[1] for v in a]).T - mean)
                 ax.errorbar(np.array(j) + (i - 1.5) * 0.06, mean, yerr=err, fmt="o-", color=f"C{i}", capsize=3,
-                            label=METHODS[m])
+                            label=legend(m))
         ax.set(xticks=x, xticklabels=[c["values"][inner] for c in cells], xlabel=f"--{inner}", ylim=(0, 1.02),
                title=f"--{outer} {ov}" if outer else "")
     axes[0][0].set_ylabel("AUC on held-out tasks (mean over seeds, 95% interval)")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-import exercises
+from lab import exercises
 
 HERE = Path(__file__).resolve().parent
 
