@@ -1,16 +1,20 @@
 """Tests of the algorithm (mlsh.py) and the tasks (envs.py): gradients, advantages, the rollout,
-meta-training, environment semantics, learning with fixed seeds. They need only mlsh.py, envs.py
-and this file, so a course that copies the three can run them:
+meta-training, environment semantics, learning, and python mlsh.py itself. They need only mlsh.py,
+envs.py and this file, so a course that copies the three can run them:
 
     python -m pytest -q test_mlsh.py
-    python -m pytest -q -k gae            # one exercise's check (README, "Exercises")
+    python -m pytest test_mlsh.py -k gae          # one exercise's check (README, "Exercises")
 
-An exercise's check is every test whose name holds the function's name; each one ends by running
+An exercise's check is every test whose name holds the function's name: worked examples with their
+numbers, and properties any right answer has (never a copy of the answer); each check ends by running
 a tiny step of the real pipeline (test_<name>_runs_in_the_pipeline).
 """
 import contextlib
+import os
 import re
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -20,6 +24,18 @@ import envs
 import mlsh
 
 
+def _call(fn, what, *args):
+    """fn(*args), an exercise's function; where it fails, a sentence saying on what, and how."""
+    try:
+        return fn(*args)
+    except Exception as e:
+        raise AssertionError(f"{fn.__name__} fails on {what}: {type(e).__name__}: {e}") from None
+
+
+def _shape(fn, got, want, what):
+    assert np.shape(got) == want, f"{fn.__name__} returns {what} of shape {want}; got shape {np.shape(got)}"
+
+
 # ---- Exercise 1, mlp_backward: hand-written backprop against finite differences (float64) --------
 
 def test_mlp_backward_matches_finite_differences():
@@ -27,10 +43,10 @@ def test_mlp_backward_matches_finite_differences():
     p = mlsh.mlp_init(rng, 3, [5, 7, 6, 4], out_scale=0.7, dtype=np.float64)   # two tanh layers, G=3
     x, target = rng.standard_normal((3, 9, 5)), rng.standard_normal((3, 9, 4))
     out, hs = mlsh.mlp_forward(p, x)
-    grads = mlsh.mlp_backward(p, hs, out - target)
-    assert sorted(grads) == sorted(p) and all(np.shape(grads[k]) == p[k].shape for k in p), \
-        (f"mlp_backward returns a gradient of each weight's shape, one per weight {sorted(p)}; got "
-         f"{ {k: np.shape(g) for k, g in grads.items()} }")
+    grads = _call(mlsh.mlp_backward, "two tanh layers, G = 3 networks", p, hs, out - target)
+    assert isinstance(grads, dict) and sorted(grads) == sorted(p) and all(np.shape(grads[k]) == p[k].shape for k in p), \
+        (f"mlp_backward returns a dict with a gradient of each weight's shape, one per weight "
+         f"{ {k: v.shape for k, v in p.items()} }; got { {k: np.shape(g) for k, g in dict(grads).items()} }")
     for k in p:                             # weight by weight, to say where it goes wrong
         one = lambda v: {**p, k: v.reshape(p[k].shape)}
         f = lambda v: 0.5 * ((mlsh.mlp_forward(one(v), x)[0] - target) ** 2).sum()
@@ -55,13 +71,9 @@ def test_mlp_backward_takes_one_hot_cells():
     out_c, hs_c = mlsh.mlp_forward(p, cells)
     assert np.array_equal(out, out_c), "mlp_forward's lookup of cells differs from the one-hot rows' matmul"
     dout = rng.standard_normal(out.shape)
-    dense = mlsh.mlp_backward(p, hs, dout)
-    try:
-        given = mlsh.mlp_backward(p, hs_c, dout)
-    except Exception as e:
-        raise AssertionError(f"mlp_backward fails when layer 0's input comes as cells (hs[0] integers (G, B), "
-                             f"a maze's one-hot rows; their W0 gradient is one_hot_T): {type(e).__name__}: {e}"
-                             ) from None
+    dense = _call(mlsh.mlp_backward, "one-hot rows", p, hs, dout)
+    given = _call(mlsh.mlp_backward, "layer 0's input given as cells (hs[0] integers (G, B), a maze's one-hot "
+                  "rows; their W0 gradient is one_hot_T)", p, hs_c, dout)
     for k in p:
         assert np.shape(given[k]) == p[k].shape and np.allclose(given[k], dense[k], rtol=1e-10, atol=1e-12), \
             (f"mlp_backward's gradient {k} for an input given as cells is not the one the one-hot rows give "
@@ -91,22 +103,13 @@ def _ppo_case(seed=1, G=2, B=40, A=4):
     return logits, act, old_logp, rng.standard_normal((G, B)), w / w.sum(1, keepdims=True)
 
 
-def test_ppo_loss_gradient_matches_finite_differences():
-    logits, act, old_logp, adv, w = _ppo_case()
-    ratio = np.exp(np.take_along_axis(mlsh.log_softmax(logits), act[..., None], -1)[..., 0] - old_logp)
-    clipped = np.abs(ratio - 1) > 0.2
-    assert 0.1 < clipped.mean() < 0.9            # both branches of the clip are exercised
-    loss, dlogits = mlsh.ppo_loss(logits, act, old_logp, adv, w, 0.2, 0.05)
-    assert np.shape(loss) == (2,) and np.shape(dlogits) == logits.shape, \
-        f"ppo_loss returns a loss per network (2,) and dL/dlogits {logits.shape}; got {np.shape(loss)} " \
-        f"and {np.shape(dlogits)}"
-    for name, ent, keep in [("the surrogate alone (ent_coef = 0)", 0.0, ~clipped),   # the three add up
-                            ("the surrogate where the ratio is clipped", 0.0, clipped),  # to the whole loss
-                            ("the entropy bonus alone (advantages 0)", 0.05, 0.0)]:
-        f = lambda z: mlsh.ppo_loss(z.reshape(logits.shape), act, old_logp, adv * keep, w, 0.2, ent)[0].sum()
-        g = lambda z: mlsh.ppo_loss(z.reshape(logits.shape), act, old_logp, adv * keep, w, 0.2, ent)[1].ravel()
-        err = check_grad(f, g, logits.ravel(), epsilon=1e-7) / max(np.linalg.norm(g(logits.ravel())), 1e-3)
-        assert err < 1e-5, f"ppo_loss's gradient of {name} is off: relative error {err:.2g} against finite differences"
+def _ppo(what, logits, act, old_logp, adv, w, clip, ent_coef):
+    """ppo_loss on these inputs, its outputs' shapes checked: (loss (G,), dL/dlogits (G, B, A))."""
+    out = _call(mlsh.ppo_loss, what, logits, act, old_logp, adv, w, clip, ent_coef)
+    assert isinstance(out, tuple) and len(out) == 2, "ppo_loss returns two things: (loss, dL/dlogits)"
+    _shape(mlsh.ppo_loss, out[0], logits.shape[:1], "the loss, one per network,")
+    _shape(mlsh.ppo_loss, out[1], logits.shape, "dL/dlogits, like the logits,")
+    return out
 
 
 def test_ppo_loss_by_hand():
@@ -122,36 +125,67 @@ def test_ppo_loss_by_hand():
          -0.1 * np.log(2), [0.0, 0.0]),
     ]
     for old, a, c, what, by_hand, grad in cases:
-        loss, dlogits = mlsh.ppo_loss(np.zeros((1, 1, 2)), np.array([[0]]), np.log([[old]]), np.array([[a]]),
-                                      np.ones((1, 1)), 0.2, c)
+        loss, dlogits = _ppo(what, np.zeros((1, 1, 2)), np.array([[0]]), np.log([[old]]), np.array([[a]]),
+                             np.ones((1, 1)), 0.2, c)
         assert np.allclose(loss, [by_hand]) and np.allclose(dlogits, [[grad]]), \
             (f"ppo_loss: {what}: the loss (minimised) is {by_hand:.4f} and dL/dlogits {grad}; got {loss}, "
              f"{np.ravel(dlogits)}")
     # an entropy bonus pushes a peaked policy towards uniform: a descent step must lower the top logit
-    _, dlogits = mlsh.ppo_loss(np.array([[[2.0, 0.0]]]), np.array([[0]]), np.log([[0.5]]), np.array([[0.0]]),
-                               np.ones((1, 1)), 0.2, 0.1)
+    _, dlogits = _ppo("a peaked policy", np.array([[[2.0, 0.0]]]), np.array([[0]]), np.log([[0.5]]),
+                      np.array([[0.0]]), np.ones((1, 1)), 0.2, 0.1)
     assert dlogits[0, 0, 0] > 0 > dlogits[0, 0, 1], \
         (f"ppo_loss: an entropy bonus rewards uncertainty, so dL/dz is positive for the likelier action "
          f"and descent lowers it; got {np.ravel(dlogits)}")
 
 
+def test_ppo_loss_gradient_matches_finite_differences():
+    logits, act, old_logp, adv, w = _ppo_case()
+    ratio = np.exp(np.take_along_axis(mlsh.log_softmax(logits), act[..., None], -1)[..., 0] - old_logp)
+    clipped = np.abs(ratio - 1) > 0.2
+    assert 0.1 < clipped.mean() < 0.9            # both branches of the clip are exercised
+    _ppo("two networks of 40 rows", logits, act, old_logp, adv, w, 0.2, 0.05)
+    for name, ent, keep in [("the surrogate alone (ent_coef = 0)", 0.0, ~clipped),   # the three add up
+                            ("the surrogate where the ratio is clipped", 0.0, clipped),  # to the whole loss
+                            ("the entropy bonus alone (advantages 0)", 0.05, 0.0)]:
+        f = lambda z: mlsh.ppo_loss(z.reshape(logits.shape), act, old_logp, adv * keep, w, 0.2, ent)[0].sum()
+        g = lambda z: mlsh.ppo_loss(z.reshape(logits.shape), act, old_logp, adv * keep, w, 0.2, ent)[1].ravel()
+        err = check_grad(f, g, logits.ravel(), epsilon=1e-7) / max(np.linalg.norm(g(logits.ravel())), 1e-3)
+        assert err < 1e-5, f"ppo_loss's gradient of {name} is off: relative error {err:.2g} against finite differences"
+
+
 def test_ppo_loss_weights_every_term_the_entropy_too():
+    # a property of any right answer: the loss is the w-weighted sum of each row's loss alone (weight 1),
+    # and each row's gradient is its weight times its gradient alone; so a row of weight 0 (padding, as
+    # group() makes it) adds nothing and gets no gradient. The entropy bonus is a term of the loss too.
     logits, act, old_logp, adv, w = _ppo_case(seed=4, G=2, B=12)
-    w[:, :4] = 0.0                                          # zero-padded rows, as group() makes them
+    w[:, :4] = 0.0
     w /= w.sum(1, keepdims=True)
     for ent in (0.0, 0.3):
-        loss, dlogits = mlsh.ppo_loss(logits, act, old_logp, adv, w, 0.2, ent)
-        logp_all = mlsh.log_softmax(logits)
-        p = np.exp(logp_all)
-        ratio = np.exp(np.take_along_axis(logp_all, act[..., None], -1)[..., 0] - old_logp)
-        sur = np.minimum(ratio * adv, np.clip(ratio, 0.8, 1.2) * adv)
-        H = -(p * logp_all).sum(-1)
-        assert np.allclose(loss, -(w * (sur + ent * H)).sum(-1), atol=1e-10), \
-            (f"ppo_loss with ent_coef {ent}: the loss is not - sum_i w_i (surrogate_i + ent_coef H_i); "
-             f"every term, the entropy bonus too, is weighted by the sample weights w")
-        assert np.abs(dlogits[:, :4]).max() == 0, \
-            (f"ppo_loss with ent_coef {ent}: rows of weight 0 (padding) must get no gradient, the "
-             f"entropy bonus's included")
+        loss, dlogits = _ppo("weighted rows", logits, act, old_logp, adv, w, 0.2, ent)
+        alone = [_ppo("a row alone", logits[:, i:i + 1], act[:, i:i + 1], old_logp[:, i:i + 1], adv[:, i:i + 1],
+                      np.ones((2, 1)), 0.2, ent) for i in range(12)]
+        by_rows = sum(w[:, i] * alone[i][0] for i in range(12))
+        grad_rows = np.concatenate([w[:, i, None, None] * alone[i][1] for i in range(12)], axis=1)
+        bonus = f"with an entropy bonus ({ent}) " if ent else ""
+        assert np.allclose(loss, by_rows, atol=1e-10), \
+            (f"ppo_loss {bonus}is not the weighted sum of its rows' losses, sum_i w_i L_i: every term of the "
+             f"loss{', the entropy bonus too,' if ent else ''} is weighted by the sample weights w")
+        assert np.allclose(dlogits, grad_rows, atol=1e-10) and np.abs(dlogits[:, :4]).max() == 0, \
+            (f"ppo_loss {bonus}: row i's gradient must be w_i times its gradient alone (a row of weight 0 "
+             f"gets none){': the entropy bonus gradient is weighted too' if ent else ''}")
+
+
+def test_ppo_loss_stays_finite_for_a_confident_policy():
+    # a master that is sure of itself has logits hundreds apart; the loss and gradient must stay finite
+    rng = np.random.default_rng(5)
+    logits = 300.0 * rng.standard_normal((2, 16, 6))
+    act = rng.integers(0, 6, (2, 16))
+    old_logp = np.take_along_axis(mlsh.log_softmax(logits), act[..., None], -1)[..., 0]   # ratio 1
+    loss, dlogits = _ppo("logits hundreds apart", logits, act, old_logp, rng.standard_normal((2, 16)),
+                         np.full((2, 16), 1 / 16), 0.2, 0.01)
+    assert np.isfinite(loss).all() and np.isfinite(dlogits).all(), \
+        ("ppo_loss gives NaN or inf for logits hundreds apart (a confident policy, which a master becomes): "
+         "exp of a large logit overflows; take the probabilities from log_softmax, which subtracts the largest")
 
 
 def test_log_softmax_and_sample():
@@ -164,6 +198,13 @@ def test_log_softmax_and_sample():
 
 
 # ---- Exercise 3, gae: advantages backwards through time ------------------------------------------
+
+def _gae(what, *args):
+    rew = args[0]
+    adv = _call(mlsh.gae, what, *args)
+    _shape(mlsh.gae, adv, rew.shape, "one advantage per step and stream,")
+    return np.asarray(adv)
+
 
 def _gae_case(S=60, n=5, seed=3):
     rng = np.random.default_rng(seed)
@@ -181,10 +222,27 @@ def test_gae_by_hand():
     end = np.array([[0], [0], [1], [1]], bool)
     # delta = r + 0.9 (1 - term) V' - V = (-0.05, -0.05, 0.5, -0.05); A_t = delta_t + 0.45 (1 - end_t) A_t+1
     expected = np.array([[-0.05 + 0.45 * 0.175], [-0.05 + 0.45 * 0.5], [0.5], [-0.05]])
-    got = mlsh.gae(rew, val, next_val, term, end, 0.9, 0.5)
-    assert np.shape(got) == (4, 1), f"gae returns one advantage per step and stream, (4, 1); got {np.shape(got)}"
+    got = _gae("the worked example of test_gae_by_hand", rew, val, next_val, term, end, 0.9, 0.5)
     assert np.allclose(got, expected), \
         f"gae on the worked example (the comments of test_gae_by_hand) gives {np.ravel(got)}, not {np.ravel(expected)}"
+
+
+def test_gae_by_hand_with_a_discount_per_step_and_float_masks():
+    # two streams of 3 steps, a discount per step (the options master's gamma^duration), masks as floats
+    # (master_transitions passes them so); lam = 0.5; V = 0 everywhere, so delta_t = r_t + gamma_t V'_t
+    rew = np.array([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]])
+    next_val = np.array([[0.0, 0.0], [0.0, 0.0], [4.0, 4.0]])
+    gamma = np.array([[0.5, 0.9], [0.8, 0.5], [0.25, 0.5]])
+    term = np.array([[0.0, 0.0], [0.0, 1.0], [0.0, 0.0]])     # stream 1 terminates at step 1
+    end = term.copy()
+    # stream 0: delta = (1, 0, 0.25 * 4 = 1); A_2 = 1, A_1 = 0 + 0.8 * 0.5 * 1 = 0.4, A_0 = 1 + 0.5 * 0.5 * 0.4 = 1.1
+    # stream 1: delta = (0, 2, 0.5 * 4 = 2); A_2 = 2, A_1 = 2 (the episode ends there), A_0 = 0 + 0.9 * 0.5 * 2 = 0.9
+    expected = np.array([[1.1, 0.9], [0.4, 2.0], [1.0, 2.0]])
+    got = _gae("gamma an (S, n) array (a discount per step) and float masks", rew, np.zeros((3, 2)), next_val,
+               term, end, gamma, 0.5)
+    assert np.allclose(got, expected), \
+        (f"gae with a discount per step, gamma[t] (S, n), and float masks gives\n{got}\nnot\n{expected}\n(the "
+         f"worked example's comments): step t discounts by gamma[t], times lam for the advantage that follows")
 
 
 def test_gae_does_not_flow_across_an_episode_end():
@@ -194,8 +252,8 @@ def test_gae_does_not_flow_across_an_episode_end():
     for kind, is_term in [("truncation (end, not term)", False), ("termination (term and end)", True)]:
         term, end = np.zeros((8, 1), bool), np.zeros((8, 1), bool)
         end[3], term[3] = True, is_term                   # the episode ends at step 3
-        a = mlsh.gae(rew, val, next_val, term, end, 0.99, 0.95)
-        b = mlsh.gae(later, val, next_val, term, end, 0.99, 0.95)
+        a = _gae(f"an episode that ends at step 3", rew, val, next_val, term, end, 0.99, 0.95)
+        b = _gae(f"an episode that ends at step 3", later, val, next_val, term, end, 0.99, 0.95)
         assert np.allclose(a[:4], b[:4]), \
             (f"gae: the advantage flows back across a {kind} at step 3: A_t for t <= 3 changed when only the "
              f"rewards after step 3 did. The sum must stop at every episode end (end[t]), not only at term")
@@ -204,8 +262,8 @@ def test_gae_does_not_flow_across_an_episode_end():
 def test_gae_bootstraps_through_a_truncation_and_never_through_a_termination():
     rew, val, next_val, _, _ = (a[:, :1] for a in _gae_case(S=6, n=1))
     term, end = np.zeros((6, 1), bool), np.zeros((6, 1), bool)
-    change = lambda t: (mlsh.gae(rew, val, next_val + (np.arange(6) == t)[:, None], term, end, 0.9, 0.5)
-                        - mlsh.gae(rew, val, next_val, term, end, 0.9, 0.5))[:, 0]
+    change = lambda t: (_gae("one stream of 6 steps", rew, val, next_val + (np.arange(6) == t)[:, None], term, end,
+                             0.9, 0.5) - _gae("one stream of 6 steps", rew, val, next_val, term, end, 0.9, 0.5))[:, 0]
     assert np.allclose(change(0), [0.9, 0, 0, 0, 0, 0]), \
         (f"gae: delta_t = r_t + gamma V(s_(t+1)) - V(s_t) takes V(s_(t+1)) from next_val[t]: raising "
          f"next_val[0] by 1 must raise A_0 by gamma = 0.9 and nothing else; the advantages changed by "
@@ -221,32 +279,30 @@ def test_gae_bootstraps_through_a_truncation_and_never_through_a_termination():
          f"raising it changed the advantages by {change(2).round(3)}")
 
 
-def test_gae_is_the_plain_loop_for_every_form_of_gamma_and_masks():
+def test_gae_has_the_closed_forms_of_lambda_0_and_1_on_every_stream():
     rew, val, next_val, term, end = _gae_case()
-    per_step = np.random.default_rng(6).uniform(0.5, 1.0, rew.shape)   # (S, n): the options master's gamma^k
-    lam = 0.9
-    for gamma, masks, what in [(0.97, (term, end), "gamma a number and boolean masks"),
-                               (per_step, (term, end), "gamma an (S, n) array (a discount per step) and boolean masks"),
-                               (per_step, (1.0 * term, 1.0 * end), "gamma an (S, n) array and float masks "
-                                                                   "(master_transitions passes them)")]:
-        g, expected, running = np.broadcast_to(gamma, rew.shape), np.zeros_like(rew), np.zeros(rew.shape[1])
-        for t in reversed(range(len(rew))):                # the plain recursion, all streams at once
-            delta = rew[t] + g[t] * (1.0 - term[t]) * next_val[t] - val[t]
-            running = delta + g[t] * lam * (1.0 - end[t]) * running
-            expected[t] = running
-        before = [a.copy() for a in (rew, val, next_val, *masks)]
-        try:
-            adv = mlsh.gae(rew, val, next_val, *masks, gamma, lam)
-        except Exception as e:
-            raise AssertionError(f"gae fails on {what}: {type(e).__name__}: {e}") from None
-        assert all(np.array_equal(a, b) for a, b in zip(before, (rew, val, next_val, *masks))), \
-            "gae must not change its inputs"
-        assert np.shape(adv) == rew.shape, f"gae returns an (S, n) array like rew, {rew.shape}; got {np.shape(adv)}"
-        bad = np.argwhere(~np.isclose(adv, expected, atol=1e-9))
-        assert len(bad) == 0, \
-            (f"gae with {what} breaks A_t = delta_t + gamma_t lam (1 - end_t) A_(t+1) (A_S = 0) at step "
-             f"{bad[0][0]} of stream {bad[0][1]} (of {rew.shape[1]}, over {rew.shape[0]} steps): is every stream, "
-             f"every step and the last step done, with gamma[t] lam (not gamma alone) and the mask of step t?")
+    before = [a.copy() for a in (rew, val, next_val, term, end)]
+    # lam = 0: the advantage is the one-step TD error, step by step (the docstring's delta_t)
+    got = _gae("lam = 0", rew, val, next_val, term, end, 0.97, 0.0)
+    assert np.allclose(got, rew + 0.97 * (1 - term) * next_val - val), \
+        "gae with lam = 0 must give the one-step TD error delta_t at every step: is the sum weighted by gamma lam?"
+    assert all(np.array_equal(a, b) for a, b in zip(before, (rew, val, next_val, term, end))), \
+        "gae must not change its inputs"
+    # lam = 1, gamma = 1, no episode end, and next_val[t] = val[t + 1]: the sum telescopes, and every
+    # stream's A_t is the rewards from t on, plus the last next_val, minus V_t
+    nxt = np.vstack([val[1:], next_val[-1:]])
+    none = np.zeros(rew.shape, bool)
+    got = _gae("lam = 1 and gamma = 1", rew, val, nxt, none, none, 1.0, 1.0)
+    want = np.cumsum(rew[::-1], axis=0)[::-1] + nxt[-1] - val
+    bad = np.argwhere(~np.isclose(got, want))
+    assert len(bad) == 0, \
+        (f"gae with lam = 1 and gamma = 1 must give the rewards from step t on, plus the bootstrap, minus V_t, on "
+         f"every stream; step {bad[0][0]} of stream {bad[0][1]} (of {rew.shape[1]}) differs: is every step and "
+         f"every stream done, backwards from the last?")
+    # boolean or float masks give the same advantages
+    assert np.allclose(_gae("float masks", rew, val, next_val, 1.0 * term, 1.0 * end, 0.97, 0.9),
+                       _gae("boolean masks", rew, val, next_val, term, end, 0.97, 0.9)), \
+        "gae gives other advantages for float masks than for the same boolean masks"
 
 
 # ---- Exercise 4, master_transitions: the master's own MDP ----------------------------------------
@@ -342,7 +398,7 @@ def test_master_transitions_with_values_truncations_and_two_learners():
     why = {(4, 0): "the rollout ends inside it: bootstrap from next_obs of its last step, not a termination",
            (2, 0): "truncated at step 3: bootstrap from the final observation's value, and A stops there",
            (0, 0): "its successor's advantage comes back through gamma lam",
-           (0, 1): "one decision for the whole rollout",
+           (0, 1): "one decision for the whole rollout, valued by learner 0's network: copy i is learner i // E's",
            (5, 2): "learner 1's value network: copy i belongs to learner i // E",
            (3, 2): "a new episode; its reward is summed over its own steps 3-4",
            (2, 2): "the episode terminates at its one step: no value after it",
@@ -367,8 +423,9 @@ def _watch_meta_round(monkeypatch, cfg, rounds=2):
         real_set(tasks)
 
     def run(agent, S, rng):
+        weights = {k: v.copy() for k, v in agent.master.p.items()}    # the master as this rollout found it
         ro = real_run(agent, S, rng)
-        events.append(("run", agent, S, agent.master.opt.t, ro))
+        events.append(("run", agent, S, agent.master.opt.t, ro, weights))
         return ro
 
     def update(agent, ro, cfg, rng, train_subs=False):
@@ -438,6 +495,10 @@ def test_meta_round_samples_tasks_resets_the_master_and_trains_the_sub_policies_
                 f"meta_round: usage is each sub-policy's share of the steps over the round's iterations: {usage}"
         assert agents[0] is not agents[1], "meta_round: θ is reset every round: a new agent, not the last round's"
         assert drawn[0] != drawn[1], "meta_round: every round draws new tasks"
+        first = [[e[5] for e in events if e[0] == "run"][0] for events, _ in rounds]
+        assert any(not np.array_equal(first[0][k], first[1][k]) for k in first[0]), \
+            ("meta_round: every round's fresh masters start from new random weights, drawn from the generator it "
+             "is given; rounds 1 and 2 started from the same weights (a generator made anew each round?)")
 
 
 def _meta_round_from(seed):
@@ -448,18 +509,23 @@ def _meta_round_from(seed):
     subs = mlsh.Net.new(rng, cfg.subpolicies, fam, fam.n_actions, cfg, cfg.sub_lr, 0.01)
     runner = mlsh.Runner(fam.make(np.zeros(cfg.tasks * cfg.copies, dtype=int), seed=mlsh.child_seed(rng)),
                          cfg.tasks)
+    masters, real_run = [], runner.run
+    runner.run = lambda agent, S, rng: masters.append(agent.master.p["W0"].copy()) or real_run(agent, S, rng)
     rec = mlsh.meta_round(cfg, fam, runner, subs, rng)
-    return rec, subs, runner.env.tasks.copy()
+    return rec, subs, runner.env.tasks.copy(), masters[0]
 
 
 def test_meta_round_draws_its_randomness_from_its_generator():
-    (rec_a, subs_a, tasks_a), (rec_b, subs_b, _) = _meta_round_from(7), _meta_round_from(7)
+    (rec_a, subs_a, tasks_a, master_a), (rec_b, subs_b, _, _) = _meta_round_from(7), _meta_round_from(7)
     assert rec_a == rec_b and all(np.array_equal(subs_a.p[k], subs_b.p[k]) for k in subs_a.p), \
         ("meta_round from the same generator twice gives two results: draw every random number from the "
          "generator it is given (and the env's), never from a new or the global one")
-    _, subs_c, tasks_c = _meta_round_from(8)
+    _, subs_c, tasks_c, master_c = _meta_round_from(8)
     assert not np.array_equal(tasks_a, tasks_c), \
         "meta_round drew the same tasks from two different generators: sample them with the rng it is given"
+    assert not np.array_equal(master_a, master_c), \
+        ("meta_round made the same fresh masters from two different generators: draw their weights from the rng "
+         "it is given (new_agent(rng, ...))")
 
 
 # ---- Exercise 6, bfs_distances: every shortest path of a maze at once ----------------------------
@@ -479,9 +545,9 @@ def _time_limit(seconds=3):
         signal.signal(signal.SIGALRM, old)
 
 
-def _bfs_in_time(adjacency):
+def _bfs_in_time(adjacency, what):
     with _time_limit():
-        return envs.bfs_distances(adjacency)
+        return _call(envs.bfs_distances, what, adjacency)
 
 
 def _graph(n, edges):
@@ -506,7 +572,7 @@ def test_bfs_distances_are_the_fewest_moves():
          [[0, 1, 2, 1], [-1, 0, 1, 2], [-1, -1, 0, 1], [-1, -1, -1, 0]]),
     ]
     for what, a, by_hand in cases:
-        got = _bfs_in_time(a)
+        got = _bfs_in_time(a, what)
         assert np.shape(got) == a.shape, f"bfs_distances returns an (n, n) array like adjacency; got {np.shape(got)}"
         assert np.issubdtype(np.asarray(got).dtype, np.integer), \
             f"bfs_distances returns whole numbers of moves (an int array); got dtype {np.asarray(got).dtype}"
@@ -514,7 +580,7 @@ def test_bfs_distances_are_the_fewest_moves():
             (f"bfs_distances on {what}: dist[i, j], the fewest moves from i to j (-1 if j cannot be reached, "
              f"0 from a cell to itself), should be\n{np.array(by_hand)}\ngot\n{got}")
     batch = np.stack([cases[0][1], cases[1][1]])
-    got = _bfs_in_time(batch)
+    got = _bfs_in_time(batch, "a batch (2, n, n) of graphs")
     assert np.shape(got) == batch.shape and np.array_equal(got, [cases[0][2], cases[1][2]]), \
         "bfs_distances on a batch (2, n, n) of graphs must give each graph's own distances, (2, n, n)"
     with _time_limit():                                   # a Maze computes its distances
@@ -523,7 +589,7 @@ def test_bfs_distances_are_the_fewest_moves():
     two[:len(four), :len(four)], two[len(four):, len(four):] = four, small
     for what, a in [("Four Rooms", four), ("a random one-way graph", np.random.default_rng(5).random((40, 40)) < 0.06),
                     ("two mazes with no way between them", two)]:
-        d = np.asarray(_bfs_in_time(a))
+        d = np.asarray(_bfs_in_time(a, what))
         assert d.shape == a.shape and (np.diag(d) == 0).all(), \
             f"bfs_distances on {what}: shape {d.shape}, not {a.shape}, or a cell not 0 moves from itself"
         far = np.where(d < 0, np.inf, d).astype(float)
@@ -611,7 +677,7 @@ def test_interruption_stops_a_skill_the_master_no_longer_wants():
         subs = mlsh.Net.new(rng, K, fam, 4, cfg, 0.0)              # both always go right: off the start
         subs.p["W0"][:], subs.p["b0"][:] = 0.0, -50.0
         subs.p["b0"][:, 0, 1] = 50.0
-        agent = mlsh.masters(cfg, fam, subs, options=True)(rng, 1)
+        agent = mlsh.masters(cfg, fam, subs, mlsh.OPTIONS)(rng, 1)
         agent.master.p["W0"][:] = 0.0
         agent.master.p["W0"][0, :, K + 2] = 50.0                   # everywhere: primitive 2 (down) ...
         agent.master.p["W0"][0, start, 1] = 100.0                  # ... but skill 1 at the start
@@ -717,7 +783,7 @@ def test_the_papers_code_task_starts_in_the_doorway_and_pays_every_step_on_cell_
     maze = fam.maze
     assert tuple(maze.cells[62]) == (7, 9) and tuple(maze.cells[103]) == (11, 11) and maze.dist[62, 103] == 6
     assert fam.train_tasks.tolist() == fam.test_tasks.tolist() == [103]          # nothing held out, by design
-    with pytest.raises(ValueError, match="without a validation split"):
+    with pytest.raises(ValueError, match="no validation split"):
         fam.held_out("validation")
     env = fam.make([103] * 3, seed=0)
     obs, _ = env.reset()
@@ -881,10 +947,14 @@ def test_randomness_only_from_explicit_generators():
         assert "import random" not in src
 
 
-# ---- Learning (fixed seeds), and every exercise inside the real pipeline -------------------------
+# ---- Learning, and every exercise inside the real pipeline ----------------------------------------
 
-def test_flat_ppo_solves_a_four_rooms_goal():
-    cfg = mlsh.Config(eval_iters=12, eval_seeds=1)
+SEEDS = [int(x) for x in os.environ.get("MLSH_LEARNING_SEEDS", "0,1").split(",")]   # 0,1,2,3,... to try more
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_flat_ppo_solves_a_four_rooms_goal(seed):
+    cfg = mlsh.Config(eval_iters=12, eval_seeds=1, seed=seed)
     fam = envs.GoalTasks()
     fam.test_tasks = fam.test_tasks[:2]
     score, success, _ = mlsh.fine_tune(cfg, fam, mlsh.flat(cfg, fam, 0.01), mlsh.stream(cfg.seed, "fine_tune"))
@@ -892,19 +962,22 @@ def test_flat_ppo_solves_a_four_rooms_goal():
     assert success[:, -3:].mean() > 0.9 and score[:, -3:].mean() > 0.7
 
 
-def test_mlsh_beats_flat_on_bandits():
-    # the bandits preset's settings (run.py --env bandits), six rounds; seed 1: the skills split on 8 of
-    # 10 seeds (RESULTS.md), and seed 0 is one of the two where they do not
-    cfg = mlsh.Config(subpolicies=2, macro=10, warmup=5, joint=15, rounds=6, sub_lr=3e-3, master="paper",
-                      eval_seeds=2, eval_iters=10, seed=1)
-    fam = envs.BanditTasks(max_steps=50)
-    rounds = list(mlsh.meta_train(cfg, fam, mlsh.stream(cfg.seed, "meta_train")))
-    subs, history = rounds[-1][0], [rec for _, _, rec in rounds]
-    assert [rec["round"] for rec in history] == list(range(1, 7))
-    assert history[-1]["warmup_success"] > 0.8      # a fresh master is good after the warmup alone
-    results = {(name, lr): score for name, lr, score, _, _ in mlsh.evaluate(cfg, fam, subs)}
-    flat_best = max(results["flat", lr].mean() for lr in cfg.flat_lrs)    # flat PPO at its best rate
-    assert results["mlsh", cfg.master_lr].mean() > 1.3 * flat_best
+@pytest.mark.parametrize("seed", SEEDS)
+def test_learned_skills_let_a_fresh_master_learn_new_bandit_layouts_fast(seed):
+    # three rounds of meta-training on Moving Bandits (its own settings, envs.BanditTasks), a few seconds:
+    # on held-out mark layouts a fresh master over the learned skills learns faster than one over untrained
+    # skills and than flat PPO from scratch, five iterations each
+    cfg = mlsh.Config(**{**envs.BanditTasks.settings, "rounds": 3, "eval_seeds": 1, "eval_iters": 5,
+                         "eval_split": "validation", "seed": seed})
+    fam = envs.BanditTasks()
+    rounds = list(mlsh.meta_train(cfg, fam, mlsh.stream(seed, "meta_train")))
+    assert [rec["round"] for _, _, rec in rounds] == [1, 2, 3]
+    subs = rounds[-1][0]
+    untrained = mlsh.Net.new(np.random.default_rng([seed, 99]), cfg.subpolicies, fam, 4, cfg, cfg.sub_lr, 0.01)
+    auc = {name: mlsh.fine_tune(cfg, fam, make, mlsh.stream(seed, "fine_tune"))[0].mean() for name, make in
+           [("learned", mlsh.masters(cfg, fam, subs)), ("untrained", mlsh.masters(cfg, fam, untrained)),
+            ("flat", mlsh.flat(cfg, fam, cfg.flat_lr))]}
+    assert auc["learned"] > 2 * auc["untrained"] and auc["learned"] > 1.5 * auc["flat"], auc
 
 
 def _pipeline_step():
@@ -912,18 +985,18 @@ def _pipeline_step():
     meta-training (meta_round, the rollout, master_transitions, gae, ppo_loss, mlp_backward), then an
     iteration of fine-tuning for each method."""
     cfg = mlsh.Config(rounds=1, tasks=2, copies=2, warmup=1, joint=1, steps=16, hidden=8, eval_iters=1,
-                      eval_seeds=1, flat_lrs=(0.01,))
+                      eval_seeds=1)
     with _time_limit():                                   # a Maze computes its distances
         families = (envs.GoalTasks(max_steps=16), envs.BanditTasks(max_steps=16))
     for fam in families:
         fam.test_tasks = fam.test_tasks[:2]
         try:
             (subs, _, rec), = mlsh.meta_train(cfg, fam, mlsh.stream(0, "meta_train"))
-            results = list(mlsh.evaluate(cfg, fam, subs))
+            results = list(mlsh.evaluate(cfg, fam, mlsh.learners(cfg, fam, subs)))
         except Exception as e:
             raise AssertionError(f"the pipeline breaks ({type(fam).__name__}, one round of meta-training and "
                                  f"an iteration of fine-tuning): {type(e).__name__}: {e}") from None
-        assert [r[0] for r in results] == ["mlsh", "mlsh_paper", "random_subs", "flat", "shared"]
+        assert [r[0] for r in results] == list(mlsh.METHODS) == ["mlsh", "mlsh_options", "flat"]
         assert all(np.isfinite(v).all() for v in subs.p.values()) and all(
             np.isfinite(v).all() for r in results for v in r[4].master.p.values()), \
             "the pipeline's weights became NaN or infinite after one round and one iteration"
@@ -932,3 +1005,57 @@ def _pipeline_step():
 # each exercise's check (-k <name>) runs one tiny step of the pipeline: an answer that breaks the program fails it
 for _name in ("mlp_backward", "ppo_loss", "gae", "master_transitions", "meta_round", "bfs_distances"):
     globals()[f"test_{_name}_runs_in_the_pipeline"] = _pipeline_step
+
+
+# ---- python mlsh.py: the lesson's command line ---------------------------------------------------
+
+def _mlsh(*argv, cwd=None):
+    """python mlsh.py as a student runs it: (exit code, stdout, stderr)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    r = subprocess.run([sys.executable, os.path.join(here, "mlsh.py"), *argv], capture_output=True, text=True,
+                       cwd=cwd or here, timeout=600)
+    return r.returncode, r.stdout, r.stderr
+
+
+def test_python_mlsh_py_quick_prints_the_test_of_both_masters_and_flat_ppo(tmp_path):
+    code, out, err = _mlsh("--quick", "--env", "bandits", cwd=tmp_path)
+    assert code == 0, err
+    assert out.startswith("MLSH on bandits: K=2, N=10, T=50, W=2, U=2, 2 rounds of 2 tasks")   # the family's own K, N
+    assert re.search(r"^round   2/2  warmup-success \d\.\d\d  joint-success \d\.\d\d  usage \d\.\d\d \d\.\d\d", out, re.M)
+    rows = re.findall(r"^(\w+) +(\d\.\d{3})  \[(-?\d\.\d{3}), (-?\d\.\d{3})\]  (iteration \d+|never)$", out, re.M)
+    assert [r[0] for r in rows] == ["mlsh", "mlsh_options", "flat"], out
+    assert all(float(lo) <= float(auc) <= float(hi) for _, auc, lo, hi, _ in rows)
+    assert "--quick: a smoke test" in out and not list(tmp_path.iterdir())      # it keeps nothing
+
+
+def test_python_mlsh_py_help_lists_every_setting_with_its_comment():
+    code, out, _ = _mlsh("--help")
+    flat = " ".join(out.split())
+    assert code == 0 and "--env ENV" in flat and "--quick" in flat
+    for name in [f.name for f in mlsh.dataclasses.fields(mlsh.Config)]:
+        assert f"--{name.replace('_', '-')} " in flat, f"--help lacks --{name}"
+    assert "N: steps each master decision lasts (default: 5)" in flat
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--subpolicies", "0"], "--subpolicies is 0; it must be at least 1"),
+    (["--macro", "60"], "--macro is 60; it must be at most an episode's length, T = 50"),
+    (["--eval-split", "train"], "--eval-split train: choose test or validation"),
+    (["--env", "nowhere.txt"], "--env nowhere.txt: No such file or directory"),
+    (["--sub-lr", "-1"], "--sub-lr is -1.0; it must be a positive number"),
+    (["--eval-seeds", "three"], "argument --eval-seeds: invalid int value: 'three'"),
+])
+def test_python_mlsh_py_refuses_bad_input_in_one_line(argv, says):
+    code, out, err = _mlsh(*argv)
+    assert code == 2 and err.startswith("mlsh: ") and says in err and err.count("\n") == 1 and not out, err
+
+
+def test_every_family_declares_what_its_callers_read_and_its_settings_are_config_fields():
+    declared = [k for k in vars(envs.TaskFamily) if not k.startswith("_") and not callable(getattr(envs.TaskFamily, k))]
+    assert {"name", "settings", "obs_dim", "n_actions", "one_hot", "goal_cells", "maze", "max_steps", "start_cell",
+            "reward", "slip", "second_move", "train_tasks", "val_tasks", "test_tasks"} <= set(declared)
+    fields = {f.name for f in mlsh.dataclasses.fields(mlsh.Config)}
+    for name, cls in envs.FAMILIES.items():
+        fam = cls()
+        assert set(fam.settings) <= fields and mlsh.check(mlsh.Config(**fam.settings), fam) == [], name
+        assert isinstance(fam.maze, envs.Maze) and fam.max_steps >= 1 and len(fam.held_out("test")), name

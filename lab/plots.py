@@ -24,8 +24,8 @@ def legend(m):
 
 # ---- Watching a trained master: one episode, as text or as a picture --------
 
-def play_episode(family, agent, m, seed, split="test"):
-    """One episode of learner m's master over the sub-policies, on its held-out task, by the
+def play_episode(family, agent, m, seed, split="test", method="mlsh"):
+    """One episode of learner m's master over the sub-policies (of `method`), on its held-out task, by the
     rollout's own decision rule (Runner.act). active[t] is the choice acting at step t, primitive[t]
     whether it was a primitive action (Agent.primitive) or a sub-policy; decisions the steps where the
     master chose."""
@@ -46,7 +46,7 @@ def play_episode(family, agent, m, seed, split="test"):
             decisions.append(t)
         if term[0] or trunc[0]:
             break
-    return {"cells": cells, "active": active, "decisions": decisions, "macro": agent.macro,
+    return {"cells": cells, "active": active, "decisions": decisions, "macro": agent.macro, "method": method,
             "primitive": agent.primitive(np.array(active)).tolist(),
             "success": bool(info["success"][0]), "best": int(env.best[0]),
             "landmarks": env.landmarks(0), "maze": env.maze}
@@ -61,7 +61,7 @@ def render_episode(ep):
     runs = "".join(mark)
     outcome = (f"reached the goal in {steps} steps (shortest {ep['best']})" if ep["success"]
                else f"did not reach the goal in {steps} steps")
-    return (ep["maze"].render(marks) + f"\nS start, digits: the sub-policy acting in that cell, "
+    return (ep["maze"].render(marks) + f"\n{ep['method']}'s master; S start, digits: the sub-policy acting in that cell, "
             f"+ a primitive action; {outcome}\nchoice per step (a sub-policy lasts {ep['macro']} "
             f"steps, a primitive 1): {runs}")
 
@@ -99,7 +99,7 @@ def plot_episode(plt, path, maze, ep, colours):
         ax.plot([], [], color="black", lw=1.5, ls=":", label="primitive action (one step)")
     outcome = (f"goal in {len(ep['active'])} steps (shortest {ep['best']})" if ep["success"]
                else "goal not reached")
-    ax.set(title=f"A trained master on a held-out task: {outcome}", xticks=[], yticks=[])
+    ax.set(title=f"A fine-tuned {ep['method']} master on a held-out task: {outcome}", xticks=[], yticks=[])
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     save_png(plt, fig, path)
 

@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+import envs
 import mlsh
 from lab import baselines, plots, store
 from lab.measures import bench, reach, skills_alone, summarise
@@ -78,7 +79,7 @@ def parse_args(argv=None):
     """The settings from the command line, the run options and the task family. The settings are the
     family's own (envs.py), under the preset's (--env E uses preset E), under --quick's, under the
     flags given."""
-    p = Parser(prog="python -m lab",
+    p = Parser(prog="python -m lab", allow_abbrev=False,
                description="Meta Learning Shared Hierarchies on grid mazes: meta-train sub-policies, then "
                            "compare how fast fresh learners learn held-out tasks: the paper's master (mlsh) and "
                            "the options master (mlsh_options) over the skills, flat PPO from scratch, and (with "
@@ -104,6 +105,9 @@ def parse_args(argv=None):
     given = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items() if v is not None}
     if opts.eval_only and not opts.load:
         p.error("--eval-only evaluates a trained checkpoint: give it with --load FILE")
+    if "env" in given and given["env"] not in envs.FAMILIES:
+        p.error(f"--env {given['env']!r} is not a task family here; choose one of {', '.join(envs.FAMILIES)} (or give "
+                f"your own with --family module:Class)")
     if "env" in given and "family" in given:
         p.error("--env and --family: choose one (--family module:Class is a family of your own)")
     if "flat_lr" in given and "flat_lrs" in given:
@@ -213,8 +217,8 @@ def evaluations(cfg, family, subs, path, key, kept):
 
 def evaluate_all(cfg, log, methods):
     """Summarise each method of `methods` (evaluations) as it finishes (flat PPO: its best rate), print a
-    line. Returns the results per method and the trained masters over the skills (mlsh's, else
-    mlsh_options'; None without either)."""
+    line. Returns the results per method, and the name and trained masters of the first master over the
+    skills (mlsh, else mlsh_options; None without either)."""
     results, flat, masters, t0 = {}, {}, {}, time.time()
     for name, lr, score, success, learners in methods:
         label = f"flat lr={lr:g}" if name == "flat" else name
@@ -230,7 +234,8 @@ def evaluate_all(cfg, log, methods):
     if flat:
         best = baselines.best_rate({lr: r["auc"] for lr, r in flat.items()})
         results["flat"] = dict(flat[best], lr=best, sweep={str(lr): r["auc"] for lr, r in flat.items()})
-    return results, masters.get("mlsh", masters.get("mlsh_options"))
+    shown = next((m for m in ("mlsh", "mlsh_options") if m in masters), None)
+    return results, (shown, masters.get(shown))
 
 
 def at_80(iteration):
@@ -355,7 +360,7 @@ def main(argv=None):
     if kept:
         log(f"  (carrying on: {len(kept)} evaluation(s) kept in {kept_path} are not run again)")
     try:
-        results, masters = evaluate_all(cfg, log, evaluations(cfg, family, subs, kept_path, key, kept))
+        results, (method, masters) = evaluate_all(cfg, log, evaluations(cfg, family, subs, kept_path, key, kept))
     except KeyboardInterrupt:
         stopped(argv, None if opts.eval_only else ckpt,
                 f"the evaluations that finished are kept in {kept_path}")
@@ -380,7 +385,7 @@ def main(argv=None):
                       "cpu": store.cpu(), "code": code, **({"skills_code": skills_code} if opts.eval_only else {})})
     if os.path.exists(kept_path):
         os.remove(kept_path)                                      # results.json holds them now
-    ep = (plots.play_episode(family, masters, 0, seed=cfg.seed, split=cfg.eval_split)
+    ep = (plots.play_episode(family, masters, 0, seed=cfg.seed, split=cfg.eval_split, method=method)
           if masters is not None else None)
     if not opts.no_plots:
         plots.plot_all(out, family, results, history, subs, ep, maps, held)

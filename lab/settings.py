@@ -159,8 +159,7 @@ def task_arguments(cfg):
     args = {"rooms": ("rooms", cfg.rooms), "max_steps": ("max_steps", cfg.max_steps), "slip": ("slip", cfg.slip),
             "second_move": ("second_move", cfg.second_move), "reward": ("reward", cfg.reward),
             "random_start": ("start", start), "start_cell": ("start", start),
-            "goals": ("goals", parse_goals(cfg.goals) if cfg.goals else None),
-            "maze": ("rows", envs.read_maze(cfg.maze) if cfg.maze else None)}
+            "goals": ("goals", parse_goals(cfg.goals) if cfg.goals else None), "maze": ("rows", read_maze(cfg.maze))}
     return {k: arg for k, arg in args.items() if getattr(cfg, k) != getattr(default, k)}
 
 
@@ -170,10 +169,7 @@ def make_family(cfg, given=()):
     is refused, as is anything the constructor refuses; ValueError, saying what to do."""
     cls = family_class(cfg)
     takes = inspect.signature(cls).parameters
-    try:
-        task = task_arguments(cfg)
-    except (ValueError, OSError) as e:           # a maze file that cannot be read
-        raise ValueError(f"maze file {cfg.maze}: {e.strerror if isinstance(e, OSError) else e}") from None
+    task = task_arguments(cfg)
     refused = [k for k in given if k in task and task[k][0] not in takes]
     if refused:
         flags = ", ".join("--" + k.replace("_", "-") for k in refused)
@@ -187,6 +183,14 @@ def make_family(cfg, given=()):
         return cls(**kwargs)
     except ValueError as e:
         raise ValueError(f"maze file {cfg.maze}: {e}" if cfg.maze else str(e)) from None
+
+
+def read_maze(path):
+    """The rows of the maze file `path` (envs.read_maze), None for none; ValueError naming the file."""
+    try:
+        return envs.read_maze(path) if path else None
+    except (ValueError, OSError) as e:
+        raise ValueError(f"maze file {path}: {e.strerror if isinstance(e, OSError) else e}") from None
 
 
 def parse_goals(text):

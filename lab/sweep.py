@@ -310,7 +310,7 @@ def summary_line(s):
                      f"baseline's on {d['above_all']}; {m} AUC minus flat's {d['minus_flat']:+.3f} "
                      f"[{d['minus_flat_ci'][0]:+.3f}, {d['minus_flat_ci'][1]:+.3f}] (mean over seeds, 95% "
                      f"t-interval); mean AUC {m} {s['mean_auc'][m]:.3f}, flat {s['mean_auc']['flat']:.3f}"
-                     for m in MASTERS if m in s) + failed
+                     for m, d in [(m, s[m]) for m in MASTERS if m in s]) + failed
 
 
 def spread_line(rows, key, what):

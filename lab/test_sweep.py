@@ -1,6 +1,6 @@
-"""Tests of sweep.py: many meta-training seeds, one table.
+"""Tests of the lab's sweeps (python -m lab.sweep): many meta-training seeds, one table.
 
-Run: python -m pytest -q
+Run from the repository's root: python -m pytest -q
 """
 import dataclasses
 import json
@@ -11,11 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from lab import plots
-from lab import run
-from lab import sweep
+from lab import plots, run, store, sweep
+from lab.test_run import copy_of_the_code
+
+ROOT = Path(store.ROOT)
 
 
 # ---------------------------------------------------------------------------
@@ -26,15 +28,14 @@ QUICK_SWEEP = ["--quick", "--no-plots"]
 
 
 def _sweep(*argv):
-    """sweep.py as a user runs it: (exit code, stdout, stderr)."""
-    r = subprocess.run([sys.executable, "sweep.py", *argv], cwd=Path(__file__).resolve().parent,
-                       capture_output=True, text=True, timeout=600)
+    """python -m lab.sweep as a user runs it: (exit code, stdout, stderr)."""
+    r = subprocess.run([sys.executable, "-m", "lab.sweep", *argv], cwd=ROOT, capture_output=True, text=True, timeout=600)
     return r.returncode, r.stdout, r.stderr
 
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
-    """Seeds 0 and 1 of the quick budget, two at a time, and the same two runs of mlsh.py by hand."""
+    """Seeds 0 and 1 of the quick budget, two at a time, and the same two runs of python -m lab by hand."""
     root = tmp_path_factory.mktemp("sweep")
     code, out, err = _sweep("--seeds", "0-1", "--jobs", "2", *QUICK_SWEEP, "--out", str(root / "jobs2"))
     assert code == 0, out + err
@@ -62,7 +63,9 @@ def test_sweep_gives_the_numbers_of_mlsh_run_by_hand(swept):
     summary = json.loads((swept / "jobs2" / "sweep.json").read_text())
     assert [r["seed"] for r in summary["runs"]] == [0, 1] and summary["summary"]["n"] == 2
     assert summary["flags"] == QUICK_SWEEP and summary["config"]["rounds"] == run.QUICK["rounds"]
-    assert "| seed | MLSH |" in (swept / "jobs2" / "sweep.md").read_text()
+    assert "| seed | mlsh | mlsh_options | flat (lr) |" in (swept / "jobs2" / "sweep.md").read_text()
+    assert summary["format"] == sweep.FORMAT and summary["runs"][0]["code"] == json.loads(
+        (swept / "hand-0" / "results.json").read_text())["code"]
     assert (swept / "jobs2" / "sweep.png").stat().st_size > 1000
 
 
@@ -82,17 +85,18 @@ def test_summarise_of_run_folders_gives_the_sweeps_summary(swept, tmp_path):
     assert made["summary"] == swept_json["summary"] and _untimed(made) == _untimed(swept_json)
     assert made["config"] == swept_json["config"]
     assert sweep.settings(dataclasses.asdict(run.parse_args(made["flags"])[0])) == made["config"]
+    assert sweep.code_line(made["runs"]) == ""                 # one code made them all
 
 
 def test_the_listed_commands_run_anywhere_give_the_sweeps_table_bit_for_bit(swept, tmp_path):
     code, out, err = _sweep("--seeds", "0-1", *QUICK_SWEEP, "--list", "--out", str(tmp_path / "cluster"))
     assert code == 0 and not (tmp_path / "cluster").exists(), out + err     # a listing runs nothing
     commands = out.splitlines()
-    assert [c.split()[:2] for c in commands] == [["python", "mlsh.py"]] * 2 and "--seed 1 --out" in commands[1]
-    for command in commands:                                   # as a cluster's job would run each line
-        r = subprocess.run(command.replace("python", sys.executable, 1), shell=True, cwd=Path(sweep.HERE),
-                           capture_output=True, text=True, timeout=600)
-        assert r.returncode == 0, r.stdout + r.stderr
+    assert [c.split()[:3] for c in commands] == [["python", "-m", "lab"]] * 2 and "--seed 1 --out" in commands[1]
+    jobs = [subprocess.Popen(command.replace("python", sys.executable, 1), shell=True, cwd=ROOT, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for command in commands]
+    for job in jobs:                             # as a cluster's jobs would run each line, at the root, side by side
+        assert job.wait(timeout=600) == 0, job.communicate()[0]
     code, out, err = _sweep("--summarise", *(str(tmp_path / "cluster" / f"seed-{s}") for s in (0, 1)))
     assert code == 0, out + err
     def table(folder):                            # from the table on (summarise spells --quick's flags out)
@@ -117,7 +121,7 @@ def test_flat_ppo_taken_from_another_sweep_is_the_flat_ppo_these_settings_would_
     made = json.loads((tmp_path / "K2" / "sweep.json").read_text())
     jobs2 = json.loads((swept / "jobs2" / "sweep.json").read_text())
     assert [r["methods"]["flat"] for r in made["runs"]] == [r["methods"]["flat"] for r in jobs2["runs"]]
-    assert made["summary"]["above_flat"] is not None and "Flat PPO: each seed's from" in out
+    assert made["summary"]["mlsh"]["above_flat"] is not None and "Flat PPO: each seed's from" in out
     assert "flat" not in json.loads((tmp_path / "K2" / "seed-0" / "results.json").read_text())["methods"]
     for argv, says in [(["--hidden", "32", "--methods", "mlsh"], "is not flat PPO of these settings (hidden is 64 there"),
                        (["--subpolicies", "2"], "leave flat out of --methods"),
@@ -138,9 +142,11 @@ def test_compare_sets_sweeps_side_by_side_and_pools_a_settings_sweeps(swept, tmp
     swept_json = json.loads((swept / "jobs2" / "sweep.json").read_text())
     summary, summary_config = swept_json["summary"], swept_json["config"]
     assert one["runs"] == 2 and twice["runs"] == 4
-    assert one["mlsh_minus_flat"] == [summary["mean_diff"], summary["mean_diff_ci"]]
-    assert one["mlsh_above_flat"] == summary["above_flat"] and twice["mlsh_above_flat"] == 2 * summary["above_flat"]
-    for m in ("mlsh", "mlsh_paper", "flat"):
+    for m in ("mlsh", "mlsh_options"):
+        assert one[f"{m}_minus_flat"] == [summary[m]["minus_flat"], summary[m]["minus_flat_ci"]]
+        assert one[f"{m}_above_flat"] == summary[m]["above_flat"] and \
+            twice[f"{m}_above_flat"] == 2 * summary[m]["above_flat"]
+    for m in ("mlsh", "mlsh_options", "flat"):
         assert one[m][0] == pytest.approx(summary["mean_auc"][m]) and twice[m][0] == pytest.approx(one[m][0])
     assert "| one | 2 |" in (tmp_path / "compare.md").read_text() and sweep.QUICK_NOTE in (tmp_path / "compare.md").read_text()
     q = run.QUICK
@@ -155,7 +161,7 @@ def test_the_gaps_figure_has_a_panel_per_setting_when_the_names_are_values_of_a_
     assert plots.gap_panels(["the code's task", "far goals", "near goals"]) == [
         ("", [(0, "the code's task"), (1, "far goals"), (2, "near goals")])]
     gap = lambda d: [d, [d - 0.1, d + 0.1]]
-    data = [{"name": n, "mlsh_minus_flat": gap(0.2), "mlsh_paper_minus_flat": gap(-0.1)} for n in ("K 2", "K 4", "W 0")]
+    data = [{"name": n, "mlsh_minus_flat": gap(-0.1), "mlsh_options_minus_flat": gap(0.2)} for n in ("K 2", "K 4", "W 0")]
     plots.plot_gaps(str(tmp_path / "gaps.png"), data)
     assert (tmp_path / "gaps.png").stat().st_size > 1000
 
@@ -168,34 +174,43 @@ def test_compare_refuses_what_it_cannot_set_side_by_side(items, expected, tmp_pa
     assert not (tmp_path / "c").exists()
 
 
-def test_a_table_of_seeds_from_different_cpus_says_so():
+def test_a_table_of_seeds_from_different_cpus_or_code_says_so():
     rows = [{"seed": 0, "cpu": "A"}, {"seed": 1, "cpu": "B"}, {"seed": 2, "cpu": "A"}]
     assert sweep.cpu_line(rows) == ("These seeds ran on 2 CPUs (A: seed 0, 2; B: seed 1): per-seed numbers "
                                     "differ between CPUs; read the summary over seeds.\n")
     assert sweep.cpu_line(rows[::2]) == ""
+    code = [{"seed": 0, "code": {"mlsh.py": "a"}}, {"seed": 1, "code": {"mlsh.py": "b"}}, {"seed": 2, "code": None}]
+    assert sweep.code_line(code).startswith("These seeds ran on 3 versions of the code (") and \
+        "per-seed numbers differ between versions of the code" in sweep.code_line(code)
+    assert sweep.code_line(code[:1]) == ""
 
 
-def test_summary_counts_intervals_and_bootstraps_the_difference_over_seeds():
+def test_summary_counts_intervals_and_takes_a_t_interval_of_the_paired_difference_over_seeds():
 
     def run(seed, mlsh_ci, flat_ci, other_ci):
         m = lambda ci: {"auc": sum(ci) / 2, "auc_ci": ci, "success_auc": 0.5, "iters_to_80": None}
-        return {"seed": seed, "methods": {"mlsh": m(mlsh_ci), "flat": {**m(flat_ci), "lr": 0.01},
-                                          "shared": m(other_ci), "random_subs": m([0.0, 0.1])}, "best_alone": 1.0}
+        return {"seed": seed, "methods": {"mlsh": m(mlsh_ci), "mlsh_options": m([0.0, 0.1]),
+                                          "flat": {**m(flat_ci), "lr": 0.01}, "shared": m(other_ci),
+                                          "random_subs": m([0.0, 0.1])}, "best_alone": 1.0}
     rows = [run(0, [0.6, 0.8], [0.3, 0.5], [0.1, 0.2]),    # above flat and above all
             run(1, [0.6, 0.8], [0.3, 0.5], [0.5, 0.7]),    # above flat, not above shared
             run(2, [0.4, 0.6], [0.3, 0.5], [0.1, 0.2]),    # overlaps flat
-            {"seed": 3, "error": "exit code 2: mlsh: meta-training stopped"}]
+            {"seed": 3, "error": "exit code 2: lab: meta-training stopped"}]
     s = sweep.summary(rows)
-    assert (s["n"], s["failed"], s["above_flat"], s["above_all"]) == (3, 1, 2, 1)
-    assert s["mean_diff"] == pytest.approx((0.3 + 0.3 + 0.1) / 3)
-    assert s["mean_diff_ci"][0] <= s["mean_diff"] <= s["mean_diff_ci"][1] and s["mean_diff_ci"][1] <= 0.3 + 1e-12
+    m = s["mlsh"]
+    assert (s["n"], s["failed"], m["above_flat"], m["above_all"]) == (3, 1, 2, 1)
+    diffs = [0.3, 0.3, 0.1]
+    half = 4.302652729911275 * np.std(diffs, ddof=1) / np.sqrt(3)          # t(0.975, 2 degrees of freedom)
+    assert m["minus_flat"] == pytest.approx(np.mean(diffs)) and m["minus_flat_ci"] == pytest.approx(
+        [np.mean(diffs) - half, np.mean(diffs) + half])
+    assert s["mlsh_options"]["above_flat"] == 0 and s["mlsh_options"]["minus_flat"] < 0
     text = sweep.table(rows, s)
     assert "| 0 | **0.700 [0.600, 0.800]** |" in text and "| 2 | 0.500 [0.400, 0.600] |" in text
     assert "| 3 | failed: exit code 2" in text and "1 seed(s) failed" in text
-    assert s["ratio"] == pytest.approx((0.7 + 0.7 + 0.5) / 3 / 0.4) and s["twice_flat"] == 0
+    assert m["ratio"] == pytest.approx((0.7 + 0.7 + 0.5) / 3 / 0.4) and m["twice_flat"] == 0
     twice = sweep.summary([run(0, [0.8, 0.9], [0.3, 0.5], [0.1, 0.2]), run(1, [0.6, 0.9], [0.3, 0.5], [0.1, 0.2])])
-    assert twice["twice_flat"] == 1                        # 0.85 >= 2 x 0.4; 0.75 is not
-    assert "at least twice flat PPO with the intervals apart on 1 of 2 seeds" in sweep.table(rows[:1], twice)
+    assert twice["mlsh"]["twice_flat"] == 1                # 0.85 >= 2 x 0.4; 0.75 is not
+    assert "mlsh at least twice flat PPO with the intervals apart on 1 of 2 seeds" in sweep.table(rows[:1], twice)
 
 
 @pytest.mark.parametrize("argv, flags", [
@@ -213,7 +228,7 @@ def test_the_flags_a_sweep_prints_give_its_settings_back(argv, flags):
 
 
 def test_a_sweep_has_a_folder_of_its_own_per_kind_of_run():
-    for argv, grid, folder in [([], False, "sweep-fourrooms"), (["--maze", "mazes/example.txt"], False,
+    for argv, grid, folder in [([], False, "sweep-fourrooms"), (["--maze", "lab/mazes/example.txt"], False,
                                "sweep-maze-example"), (["--env", "bandits"], True, "grid-bandits"),
                                (["--quick"], False, "sweep-fourrooms-quick")]:
         assert sweep.default_folder(run.parse_args(argv)[0], grid, "--quick" in argv).endswith(
@@ -221,15 +236,13 @@ def test_a_sweep_has_a_folder_of_its_own_per_kind_of_run():
 
 
 def test_a_quick_sweep_leaves_a_real_sweeps_folder_as_it_was(swept, tmp_path):
-    here = Path(__file__).resolve().parent
-    for f in ["sweep.py", "mlsh.py", "envs.py", "run.py", "settings.py", "store.py", "measures.py", "plots.py"]:
-        (tmp_path / f).write_text((here / f).read_text())
+    copy_of_the_code(tmp_path)
     real = tmp_path / "runs" / "sweep-fourrooms"                 # a real sweep's folder, with a finished seed
     (real / "seed-0").mkdir(parents=True)
     (real / "seed-0" / "results.json").write_text((swept / "hand-0" / "results.json").read_text())
     before = {p: p.read_bytes() for p in real.rglob("*") if p.is_file()}
-    r = subprocess.run([sys.executable, "sweep.py", "--seeds", "0", "--quick"], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-m", "lab.sweep", "--seeds", "0", "--quick"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert {p: p.read_bytes() for p in real.rglob("*") if p.is_file()} == before
     quick = tmp_path / "runs" / "sweep-fourrooms-quick"
@@ -250,15 +263,16 @@ def test_a_failed_seed_is_a_row_and_the_others_go_on(tmp_path):
     rows = json.loads((tmp_path / "sweep.json").read_text())["runs"]
     assert [r["seed"] for r in rows] == [0, 1]
     assert all("NaN or infinite" in r["error"] for r in rows)
-    assert "| 0 | failed: exit code 2: mlsh: meta-training stopped" in out
+    assert "| 0 | failed: exit code 2: lab: meta-training stopped" in out
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "kill in the background"])
 def test_ctrl_c_keeps_finished_seeds_and_says_how_to_carry_on(tmp_path, how):
-    argv = ["--seeds", "0-1", "--jobs", "1", *QUICK_SWEEP, "--env", "bandits", "--rounds", "30", "--out", str(tmp_path)]
+    argv = ["--seeds", "0-1", "--jobs", "1", *QUICK_SWEEP, "--env", "bandits", "--methods", "mlsh", "--rounds", "12",
+            "--out", str(tmp_path)]
     # a shell starts a background job with Ctrl-C ignored; kill (SIGTERM) must still stop it, workers included
     background = how != "ctrl-c"
-    p = subprocess.Popen([sys.executable, "sweep.py", *argv], cwd=Path(__file__).resolve().parent,
+    p = subprocess.Popen([sys.executable, "-m", "lab.sweep", *argv], cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          # Ctrl-C reaches a job in the foreground, whatever pytest itself inherited
                          # (pytest run from a script in the background ignores it, and so would the sweep)
@@ -267,10 +281,10 @@ def test_ctrl_c_keeps_finished_seeds_and_says_how_to_carry_on(tmp_path, how):
         time.sleep(0.05)
     while not (tmp_path / "seed-1" / "checkpoint.npz").exists() and p.poll() is None:
         time.sleep(0.05)
-    p.send_signal(signal.SIGTERM if background else signal.SIGINT)   # seed 1 is in round 2 of 30: seconds to go
+    p.send_signal(signal.SIGTERM if background else signal.SIGINT)   # seed 1 is in round 2 of 12: a second or more to go
     out = p.communicate(timeout=120)[0]
     assert p.returncode == 130, out
-    assert "interrupted: 1 of 2 seeds are finished" in out and "carry on with: python sweep.py --seeds 0-1" in out
+    assert "interrupted: 1 of 2 seeds are finished" in out and "carry on with: python -m lab.sweep --seeds 0-1" in out
     assert not (tmp_path / "seed-1" / "results.json").exists()
     assert "interrupted: the last complete round is saved" in (tmp_path / "seed-1" / "log.txt").read_text()
     code, out, err = _sweep(*argv)
@@ -286,7 +300,8 @@ def test_a_grid_runs_a_sweep_per_combination(swept, tmp_path):
     five = json.loads((tmp_path / "macro-5" / "seed-0" / "results.json").read_text())
     assert _numbers(five) == _numbers(json.loads((swept / "hand-0" / "results.json").read_text()))  # --macro 5 is the default
     assert json.loads((tmp_path / "macro-3" / "seed-0" / "results.json").read_text())["config"]["macro"] == 3
-    assert "| macro | MLSH | MLSH, the paper's master | flat PPO |" in (tmp_path / "grid.md").read_text() and (tmp_path / "grid.png").exists()
+    assert "| macro | mlsh | mlsh_options | flat | mlsh minus flat |" in (tmp_path / "grid.md").read_text()
+    assert (tmp_path / "grid.png").exists()
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -329,10 +344,18 @@ def test_summarise_refuses_folders_of_different_settings(swept, tmp_path, capsys
     assert "are runs of different settings (macro is 3 there, 5 here)" in err and err.count("\n") == 1
 
 
-def test_a_sweep_refuses_a_folder_of_other_settings(swept, tmp_path, capsys):
+def test_a_sweep_refuses_a_folder_of_other_settings_or_code(swept, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         sweep.main(["--seeds", "0", *QUICK_SWEEP, "--macro", "3", "--out", str(swept / "jobs2")])
     assert e.value.code == 2
     assert "holds a run of other settings (macro is 5 there, 3 here)" in capsys.readouterr().err
+    other = tmp_path / "other" / "seed-0"
+    other.mkdir(parents=True)
+    res = json.loads((swept / "jobs2" / "seed-0" / "results.json").read_text())
+    (other / "results.json").write_text(json.dumps({**res, "code": {**res["code"], "mlsh.py": "0" * 16}}))
+    with pytest.raises(SystemExit) as e:
+        sweep.main(["--seeds", "0", *QUICK_SWEEP, "--out", str(tmp_path / "other")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "holds a run made by other code (mlsh.py has changed since)" in err, err
 
 

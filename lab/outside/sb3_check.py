@@ -4,10 +4,10 @@ An outside check of the project's own flat PPO (mlsh.flat): the same held-out go
 and score, with the library's PPO. Not part of the product: it needs PyTorch, which the product never
 does, and it is never run by CI. From the repository's root:
 
-    python -m venv .venv-outside && .venv-outside/bin/pip install -r outside/requirements.txt
-    .venv-outside/bin/python outside/sb3_check.py --preset fourrooms --seeds 0-4 --lrs 0.003 0.01 0.03
-    .venv-outside/bin/python outside/sb3_check.py --preset rooms --seeds 0-4 --lrs 0.003 0.01 0.03
-    .venv-outside/bin/python outside/sb3_check.py --report
+    python -m venv .venv-outside && .venv-outside/bin/pip install -r lab/outside/requirements.txt
+    .venv-outside/bin/python -m lab.outside.sb3_check --preset fourrooms --seeds 0-4 --lrs 0.003 0.01 0.03
+    .venv-outside/bin/python -m lab.outside.sb3_check --preset rooms --seeds 0-4 --lrs 0.003 0.01 0.03
+    .venv-outside/bin/python -m lab.outside.sb3_check --report
 
 Seed s is what the project's run at --seed s fine-tunes: every test goal (16) x 5 evaluation seeds,
 80 learners, each its own network seed and env seed. The budget is the preset's: 16 copies x S steps,
@@ -23,7 +23,6 @@ import argparse
 import glob
 import json
 import os
-import sys
 
 import gymnasium as gym
 import numpy as np
@@ -32,15 +31,11 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-import envs  # noqa: E402  (the project's tasks)
-import run  # noqa: E402  (the project's presets, as its command line reads them)
-import store  # noqa: E402
-from measures import interval  # noqa: E402
-from settings import make_family  # noqa: E402
+import envs  # the project's tasks
+from lab import run, store  # the project's presets, as its command line reads them
+from mlsh import interval
 
-OUT = os.path.join(ROOT, "runs", "outside")
+OUT = os.path.join(store.ROOT, "runs", "outside")
 
 
 class ProjectEnv(gym.Env):
@@ -101,8 +96,7 @@ def one_seed(preset, seed, lr):
     path = os.path.join(OUT, f"{preset}-{seed}-{lr:g}.json")
     if os.path.exists(path):
         return json.load(open(path))
-    cfg, _ = run.parse_args(["--preset", preset, "--seed", str(seed)])
-    family = make_family(cfg)
+    cfg, _, family = run.parse_args(["--preset", preset, "--seed", str(seed)])
     goals = family.held_out(cfg.eval_split)
     curves = [learner(cfg, family, int(goal), lr, 1000 * (cfg.eval_seeds * seed + e) + g)
               for e in range(cfg.eval_seeds) for g, goal in enumerate(goals)]
@@ -116,12 +110,11 @@ def one_seed(preset, seed, lr):
 
 def report():
     rows = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(OUT, "*.json")))]
-    rng = np.random.default_rng(0)
     for preset in sorted({r["preset"] for r in rows}):
-        print(f"{preset}: mean AUC over seeds [95% bootstrap interval over seeds]")
+        print(f"{preset}: mean AUC over seeds [95% t-interval over seeds]")
         for lr in sorted({r["lr"] for r in rows if r["preset"] == preset}):
             x = [r["auc"] for r in rows if (r["preset"], r["lr"]) == (preset, lr)]
-            m, ci = interval(x, rng)
+            m, ci = interval(x)
             print(f"  rate {lr:<6g} {m:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]  seeds {len(x)}")
         by_seed, rates = {}, {r["lr"] for r in rows if r["preset"] == preset}
         for r in rows:
@@ -129,7 +122,7 @@ def report():
                 by_seed.setdefault(r["seed"], {})[r["lr"]] = r["auc"]
         full = [max(a.values()) for a in by_seed.values() if set(a) == rates]      # seeds run at every rate
         if full:
-            m, ci = interval(full, rng)
+            m, ci = interval(full)
             print(f"  each seed's best rate, over the seeds run at every rate: {m:.3f} [{ci[0]:.3f}, "
                   f"{ci[1]:.3f}]  seeds {len(full)}")
 
