@@ -14,7 +14,6 @@ import time
 
 import numpy as np
 
-import envs
 import mlsh
 from lab import baselines, plots, store
 from lab.measures import bench, reach, skills_alone, summarise
@@ -105,21 +104,19 @@ def parse_args(argv=None):
     given = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items() if v is not None}
     if opts.eval_only and not opts.load:
         p.error("--eval-only evaluates a trained checkpoint: give it with --load FILE")
-    if "env" in given and given["env"] not in envs.FAMILIES:
-        p.error(f"--env {given['env']!r} is not a task family here; choose one of {', '.join(envs.FAMILIES)} (or give "
-                f"your own with --family module:Class)")
     if "env" in given and "family" in given:
         p.error("--env and --family: choose one (--family module:Class is a family of your own)")
     if "flat_lr" in given and "flat_lrs" in given:
         p.error("--flat-lr and --flat-lrs: give one (--flat-lrs X is the one rate X)")
-    preset = given.get("preset") or given.get("env") or ("" if "family" in given else Settings.preset)
+    env = given.get("env")      # --env E uses preset E, where there is one; a family of envs.FAMILIES without
+    preset = given.get("preset") or (env if env in PRESETS else "" if env or "family" in given else Settings.preset)
     if preset and preset not in PRESETS:
         p.error(f"--preset {preset!r} is not a preset here; choose one of {', '.join(PRESETS)}")
     if "env" in given and given["env"] != PRESETS.get(preset, {}).get("env", given["env"]):
         p.error(f"--preset {preset} is for --env {PRESETS[preset]['env']}: leave out --env, or choose another preset")
     if "family" in given and "preset" in given:
         p.error("--preset names settings of the built-in families: leave it out with --family")
-    chosen = {**PRESETS.get(preset, {"env": ""}), "preset": preset, **given}
+    chosen = {**PRESETS.get(preset, {"env": env or ""}), "preset": preset, **given}     # (one, its own settings)
     try:
         family = make_family(Settings(**{k: v for k, v in chosen.items() if k in TASK_FIELDS}), given)
     except ValueError as e:

@@ -187,11 +187,11 @@ def load_checkpoint(path, cfg, family, resume):
 # ---- Run folders: each kind of run its own, and none replaced by another ----
 
 def default_out(cfg, quick):
-    """Each kind of run has a folder of its own in runs/ at the repository's root: runs/<preset>,
-    runs/maze-<file name> for --maze, runs/family-<Class> for --family, each with -quick added for
-    --quick."""
+    """Each kind of run has a folder of its own in runs/ at the repository's root: runs/<preset> (or
+    <env>, for a family with no preset of the lab's), runs/maze-<file name> for --maze,
+    runs/family-<Class> for --family, each with -quick added for --quick."""
     name = (f"maze-{os.path.splitext(os.path.basename(cfg.maze))[0]}" if cfg.maze else
-            f"family-{cfg.family.rpartition(':')[2]}" if cfg.family else cfg.preset)
+            f"family-{cfg.family.rpartition(':')[2]}" if cfg.family else cfg.preset or cfg.env)
     return os.path.join(ROOT, "runs", name + "-quick" * quick)
 
 

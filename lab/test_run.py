@@ -717,6 +717,7 @@ def test_an_edited_mlsh_py_is_named_by_the_next_run_of_the_same_command_never_hi
     assert (tmp_path / "eval" / "results.json").exists() and lab(*argv, "--replace", cwd=repo)[0] == 0
 
 
+TOY_ROWS = ["##########", "#S.......#", "#####.####", "#####...##", "##########"]
 TOY = """\
 import envs
 
@@ -752,6 +753,24 @@ def test_a_task_family_of_ones_own_runs_end_to_end_and_resumes(tmp_path):
     assert code == 0 and out.startswith(f"resuming round 3 of 3 from {tmp_path / 'part' / 'checkpoint.npz'}"), out + err
     whole, carried = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("run", "part"))
     assert carried["meta_training"] == whole["meta_training"] and carried["methods"] == whole["methods"]
+
+
+class Corridor(envs.GoalTasks):
+    """A family added to envs.FAMILIES, with no preset of the lab's: its own settings are the run's."""
+
+    settings = dict(subpolicies=2, macro=3)
+
+    def __init__(self, max_steps=24):
+        super().__init__(rows=TOY_ROWS, max_steps=max_steps, n_test=2, min_dist=5, name="corridor")
+
+
+def test_a_family_named_in_envs_families_needs_no_preset_of_the_lab(monkeypatch, tmp_path):
+    monkeypatch.setitem(envs.FAMILIES, "corridor", Corridor)
+    cfg, _, family = run.parse_args(["--env", "corridor", "--quick"])
+    assert (cfg.env, cfg.preset, cfg.subpolicies, cfg.macro, family.name) == ("corridor", "", 2, 3, "corridor")
+    assert store.default_out(cfg, quick=True) == str(ROOT / "runs" / "corridor-quick")
+    run.main(["--env", "corridor", "--quick", "--quiet", "--no-plots", "--max-steps", "30", "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "results.json").read_text())["config"]["max_steps"] == 30
 
 
 def _old_format(results):
