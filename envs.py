@@ -732,7 +732,8 @@ class BanditTasks(TaskFamily):
         self.obs_dim, self.n_actions = 6, 4
 
     def make(self, tasks, split="train", seed=None):
-        return MovingBandits(tasks, self.pairs[split], slip=self.slip, max_steps=self.max_steps, seed=seed, rows=self.rows)
+        return MovingBandits(tasks, self.pairs[split], slip=self.slip, max_steps=self.max_steps, seed=seed,
+                             rows=self.rows)
 
 
 FAMILIES = {"fourrooms": GoalTasks, "rooms": RoomTasks, "bandits": BanditTasks}   # a family by its name

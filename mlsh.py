@@ -782,24 +782,24 @@ def progress(rec, rounds):
 def main(argv=None):
     """Settings from the command line (the family's own: envs.FAMILIES, then --quick's, then the flags
     given), meta-training with a line per round, then the test's table."""
-    p = argparse.ArgumentParser(description="Meta-train MLSH on a task family, then print how fast fresh learners "
-                                "learn its held-out tasks. The defaults are Four Rooms'; a family sets its own.")
+    p = argparse.ArgumentParser(description="Meta-train MLSH, then test fresh learners on the family's held-out tasks.")
     p.error = lambda message: p.exit(2, f"mlsh: {message} (python mlsh.py --help lists every option)\n")
     p.add_argument("--env", default="fourrooms", help=f"{', '.join(envs.FAMILIES)}, or a maze file (legend: envs.py)")
     p.add_argument("--quick", action="store_true", help="a budget of seconds: a check that everything runs")
     comments = dict(re.findall(r"^\s+(\w+): \w+ = .*?#\s*(.*)$", inspect.getsource(Config), re.M))
     for f in dataclasses.fields(Config):      # a flag per setting, its help the setting's comment
         p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), help=f"{comments[f.name]} "
-                       f"(default: {f.default})")
+                       f"(default: {f.default}; a family may set its own)")
     args = vars(p.parse_args(argv))
     env, quick = args.pop("env"), args.pop("quick")
     try:
-        family = envs.FAMILIES[env]() if env in envs.FAMILIES else envs.GoalTasks(envs.read_maze(env), name=env)
+        family = (envs.FAMILIES[env]() if env in envs.FAMILIES else     # a family by name, or a maze file's goals
+                  envs.GoalTasks(rows=envs.read_maze(env), name=env))
     except (OSError, ValueError) as e:
         p.error(f"--env {env}: {e.strerror if isinstance(e, OSError) else e}")
     cfg = Config(**{**family.settings, **(QUICK if quick else {}), **{k: v for k, v in args.items() if v is not None}})
-    if check(cfg, family):
-        p.error("; ".join(check(cfg, family)))
+    if problems := check(cfg, family):
+        p.error("; ".join(problems))
     print(f"MLSH on {family.name}: K={cfg.subpolicies}, N={cfg.macro}, T={family.max_steps}, W={cfg.warmup}, "
           f"U={cfg.joint}, {cfg.rounds} rounds of {cfg.tasks} tasks side by side, seed {cfg.seed}")
     t0 = time.time()

@@ -65,8 +65,8 @@ def report(rows, same):
     lines = [f"{'method':<14s} {'older code':<32s} {'this code':<32s}"]
     show = lambda f, auc: "-" if f is None else f"{f}" + ("" if auc is None else f"  AUC {auc:.6f}")
     for what, a, b, auc_a, auc_b in rows:
-        lines.append(f"{what:<14s} {show(a, auc_a):<32s} {show(b, auc_b):<32s}" + ("" if a is None or b is None else
-                                                                                  "  same" if a == b else "  DIFFERENT"))
+        verdict = "" if a is None or b is None else "  same" if a == b else "  DIFFERENT"
+        lines.append(f"{what:<14s} {show(a, auc_a):<32s} {show(b, auc_b):<32s}{verdict}")
     lines.append("every method both runs hold learned the same" if same else "they differ")
     return "\n".join(lines)
 

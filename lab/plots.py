@@ -61,7 +61,8 @@ def render_episode(ep):
     runs = "".join(mark)
     outcome = (f"reached the goal in {steps} steps (shortest {ep['best']})" if ep["success"]
                else f"did not reach the goal in {steps} steps")
-    return (ep["maze"].render(marks) + f"\n{ep['method']}'s master; S start, digits: the sub-policy acting in that cell, "
+    return (ep["maze"].render(marks) + f"\n{ep['method']}'s master; S start, digits: the sub-policy acting in that "
+            f"cell, "
             f"+ a primitive action; {outcome}\nchoice per step (a sub-policy lasts {ep['macro']} "
             f"steps, a primitive 1): {runs}")
 

@@ -328,7 +328,8 @@ def main(argv=None):
     if opts.quick:
         log(QUICK_NOTE)
     if opts.eval_only:
-        subs, history, t_meta = mlsh.Net(resume["subs"], cfg.sub_lr, family.one_hot), resume["history"], resume["seconds"]
+        subs = mlsh.Net(resume["subs"], cfg.sub_lr, family.one_hot)
+        history, t_meta = resume["history"], resume["seconds"]
         log(f"evaluating the sub-policies of {opts.load} ({len(history)} rounds of meta-training"
             + (f"; made by other code: {store.changed(skills_code, code)})" if store.changed(skills_code, code)
                else ")"))

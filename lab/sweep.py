@@ -319,7 +319,8 @@ def spread_line(rows, key, what):
     on = {}
     for r in rows:
         value = r.get(key, "not recorded")
-        on.setdefault(json.dumps(value) if isinstance(value, dict) or value is None else value, []).append(str(r["seed"]))
+        said = json.dumps(value) if isinstance(value, dict) or value is None else value
+        on.setdefault(said, []).append(str(r["seed"]))
     if len(on) < 2:
         return ""
     return (f"These seeds ran on {len(on)} {what} (" + "; ".join(f"{c}: seed {', '.join(s)}" for c, s in on.items())
@@ -634,8 +635,8 @@ def parse(argv):
                                  "the folders' common parent)")
     p.add_argument("--summarise", nargs="+", metavar="DIR", help="no runs: summarise these finished run folders")
     p.add_argument("--list", action="store_true", help="no runs: print the python -m lab command of every seed (of "
-                   "every grid cell), one per line, to run from the repository's root, for a cluster's scheduler; the same sweep command afterwards, or "
-                   "--summarise, makes the tables from their folders")
+                   "every grid cell), one per line, to run from the repository's root, for a cluster's scheduler; "
+                   "the same sweep command afterwards, or --summarise, makes the tables from their folders")
     p.add_argument("--grid", nargs="+", metavar="NAME=V1,V2", help="a sweep for every combination of these values of "
                    "python -m lab's flags (as macro=1,5,10), each in OUT/NAME-V_..., and grid.md/json/png over them "
                    "(default OUT: runs/grid-<preset>)")
@@ -694,9 +695,10 @@ def main(argv=None):
         if args.list:
             for label, f, cfg, family, folder in cells:
                 for s in seeds:
-                    print(shlex.join(["python", "-m", "lab", *f, "--seed", str(s), "--out",
-                                      os.path.relpath(os.path.join(folder, f"seed-{s}"), store.ROOT)
-                                      if folder.startswith(store.ROOT + os.sep) else os.path.join(folder, f"seed-{s}")]))
+                    seed_folder = os.path.join(folder, f"seed-{s}")        # said from the root, where it runs
+                    if folder.startswith(store.ROOT + os.sep):
+                        seed_folder = os.path.relpath(seed_folder, store.ROOT)
+                    print(shlex.join(["python", "-m", "lab", *f, "--seed", str(s), "--out", seed_folder]))
             return
         for *_, folder in cells:
             store.check_writable(folder)
