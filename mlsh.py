@@ -729,11 +729,11 @@ def learners(cfg, family, subs):
             ("flat", cfg.flat_lr, flat(cfg, family, cfg.flat_lr))]
 
 
-def evaluate(cfg, family, learners):
-    """The paper's test on held-out tasks for each (name, lr, make_agent) of `learners`: yields (name,
-    lr, score, success, the trained learners) as each finishes. Every fine_tune starts from the same
-    stream, so that all methods meet the same seeds."""
-    for name, lr, make_agent in learners:
+def evaluate(cfg, family, methods):
+    """The paper's test on held-out tasks for each (name, lr, make_agent) of `methods` (learners()'s, or
+    the lab's): yields (name, lr, score, success, the trained learners) as each finishes. Every fine_tune
+    starts from the same stream, so that all methods meet the same seeds."""
+    for name, lr, make_agent in methods:
         yield (name, lr, *fine_tune(cfg, family, make_agent, stream(cfg.seed, "fine_tune")))
 
 

@@ -108,7 +108,7 @@ def parse_args(argv=None):
         p.error("--env and --family: choose one (--family module:Class is a family of your own)")
     if "flat_lr" in given and "flat_lrs" in given:
         p.error("--flat-lr and --flat-lrs: give one (--flat-lrs X is the one rate X)")
-    env = given.get("env")      # --env E uses preset E, where there is one; a family of envs.FAMILIES without
+    env = given.get("env")     # --env E uses preset E; a family with no preset of the lab's runs its own settings
     preset = given.get("preset") or (env if env in PRESETS else "" if env or "family" in given else Settings.preset)
     if preset and preset not in PRESETS:
         p.error(f"--preset {preset!r} is not a preset here; choose one of {', '.join(PRESETS)}")
@@ -116,7 +116,7 @@ def parse_args(argv=None):
         p.error(f"--preset {preset} is for --env {PRESETS[preset]['env']}: leave out --env, or choose another preset")
     if "family" in given and "preset" in given:
         p.error("--preset names settings of the built-in families: leave it out with --family")
-    chosen = {**PRESETS.get(preset, {"env": env or ""}), "preset": preset, **given}     # (one, its own settings)
+    chosen = {**PRESETS.get(preset, {"env": env or ""}), "preset": preset, **given}
     try:
         family = make_family(Settings(**{k: v for k, v in chosen.items() if k in TASK_FIELDS}), given)
     except ValueError as e:
