@@ -253,8 +253,8 @@ def test_gae_does_not_flow_across_an_episode_end():
     for kind, is_term in [("truncation (end, not term)", False), ("termination (term and end)", True)]:
         term, end = np.zeros((8, 1), bool), np.zeros((8, 1), bool)
         end[3], term[3] = True, is_term                   # the episode ends at step 3
-        a = _gae(f"an episode that ends at step 3", rew, val, next_val, term, end, 0.99, 0.95)
-        b = _gae(f"an episode that ends at step 3", later, val, next_val, term, end, 0.99, 0.95)
+        a = _gae("an episode that ends at step 3", rew, val, next_val, term, end, 0.99, 0.95)
+        b = _gae("an episode that ends at step 3", later, val, next_val, term, end, 0.99, 0.95)
         assert np.allclose(a[:4], b[:4]), \
             (f"gae: the advantage flows back across a {kind} at step 3: A_t for t <= 3 changed when only the "
              f"rewards after step 3 did. The sum must stop at every episode end (end[t]), not only at term")
