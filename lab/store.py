@@ -96,7 +96,7 @@ def code(family):
     family of the user's own."""
     files = [mlsh.__file__, envs.__file__]
     module = sys.modules[type(family).__module__]
-    if module not in (envs,) and getattr(module, "__file__", None):
+    if module is not envs and getattr(module, "__file__", None):
         files.append(module.__file__)
     return {os.path.basename(f): code_hash(f) for f in files}
 

@@ -260,7 +260,7 @@ def row(seed, res):
     if "flat" in methods:
         methods["flat"]["lr"] = res["methods"]["flat"]["lr"]
     reached = res.get("reach") or {}
-    mean = lambda m, k: (reached.get(m) or {}).get(k, {}) and reached[m][k]["mean"]
+    mean = lambda m, k: ((reached.get(m) or {}).get(k) or {}).get("mean")      # None where not measured
     history = res.get("meta_training") or [{}]
     return {"seed": seed, "methods": methods, "best_alone": res["skills_alone"]["best_per_task"],
             "best_master": {m: mean(m, "best_score") for m in MASTERS if m in reached} or None,
