@@ -1,5 +1,5 @@
 """What a lab run fine-tunes beside MLSH's two masters (mlsh.learners): flat PPO at each rate of its sweep,
-a master over untrained sub-policies, and the shared policy at flat PPO's best rate."""
+a master over untrained sub-policies, and the shared policy at flat PPO's rate."""
 import numpy as np
 
 import mlsh
@@ -7,8 +7,8 @@ from lab import stream
 
 
 def learners(cfg, family, subs):
-    """(method, learning rate, make_agent) for every method of cfg.methods but "shared" (which needs flat
-    PPO's best rate: shared()), in the order of METHODS:
+    """(method, learning rate, make_agent) for every method of cfg.methods but "shared" (which is pre-trained
+    first: shared()), in the order of METHODS:
 
       mlsh, mlsh_options   the two masters over the learned φ, as python mlsh.py makes them
       random_subs          a master (cfg.random_subs_master's kind) over untrained sub-policies: what
@@ -27,8 +27,8 @@ def learners(cfg, family, subs):
 
 
 def best_rate(auc):
-    """Flat PPO's best learning rate, given its AUC per rate: chosen on the very tasks it is scored on,
-    which is generous to the baseline."""
+    """The best learning rate given the AUC per rate. Flat PPO's reported rate is chosen this way on
+    validation tasks (cfg.flat_lr); on the test tasks the best is shown beside it, marked, never reported."""
     return max(auc, key=auc.get)
 
 

@@ -20,7 +20,7 @@ from lab.measures import bench, reach, skills_alone, summarise
 from lab.settings import (META_TRAINING, METHODS, PRESETS, TASK_FIELDS, Settings, cannot_act, check_config,
                           make_family, odd)
 
-QUICK = {**mlsh.QUICK, "flat_lrs": (3e-3,)}
+QUICK = dict(mlsh.QUICK)          # and flat PPO at its one rate, --flat-lr (parse_args)
 QUICK_NOTE = ("--quick: a budget of seconds that checks that everything runs; its numbers say nothing "
               "about MLSH (python -m lab is the real run)")
 RUN_OPTIONS = [  # flags that change what is shown or kept, not what is learned
@@ -122,7 +122,7 @@ def parse_args(argv=None):
     except ValueError as e:
         p.error(str(e))
     values = {**family.settings, **chosen, **(QUICK if opts.quick else {}), **given, "max_steps": family.max_steps}
-    if "flat_lr" in given or not values.get("flat_lrs"):
+    if "flat_lr" in given or not values.get("flat_lrs") or (opts.quick and "flat_lrs" not in given):
         values["flat_lrs"] = (values.get("flat_lr", Settings.flat_lr),)
     cfg = Settings(**values)
     names = [k for k, v in {**given, **vars(opts)}.items() if v is not None and v is not False]   # (0 is given)
@@ -181,7 +181,7 @@ def meta_train(cfg, family, ckpt, resume, log):
 
 def evaluations(cfg, family, subs, path, key, kept):
     """Every method's fine-tuning, by mlsh.evaluate: baselines.learners, then the shared policy at flat PPO's
-    best rate. Each is kept in the file `path` as it finishes (store.save_kept, by method and rate), so
+    rate (cfg.flat_lr, chosen on validation tasks). Each is kept in the file `path` as it finishes (store.save_kept, by method and rate), so
     that a stopped evaluation carries on where it stopped: one kept for these settings, this code and
     these very sub-policies (`kept`: store.kept_for) is not run again, and gives the kept curves and a
     stand-in for the learners, learner 0's master alone (all that play_episode needs). Every fine-tuning
@@ -201,22 +201,20 @@ def evaluations(cfg, family, subs, path, key, kept):
         store.save_kept(path, key, done)
         return result
 
-    auc = {}
     for name, lr, make_agent in baselines.learners(cfg, family, subs):
-        result = tune(name, lr, make_agent)
-        if name == "flat":
-            auc[lr] = summarise(result[2], result[3])["auc"]
-        yield result
+        yield tune(name, lr, make_agent)
     if "shared" in cfg.methods:
-        lr = baselines.best_rate(auc)
+        lr = cfg.flat_lr
         yield tune(*baselines.shared(cfg, family, lr, pretrained=store.method_key("shared", lr) not in kept))
 
 
 def evaluate_all(cfg, log, methods):
-    """Summarise each method of `methods` (evaluations) as it finishes (flat PPO: its best rate), print a
-    line. Returns the results per method, and the name and trained masters of the first master over the
-    skills (mlsh, else mlsh_options; None without either)."""
-    results, flat, masters, t0 = {}, {}, {}, time.time()
+    """Summarise each method of `methods` (evaluations) as it finishes, print a line. Flat PPO is reported at
+    cfg.flat_lr, its rate chosen on validation tasks; its whole sweep is kept beside it, and on the test
+    tasks the sweep's best too, marked as chosen on them. Returns the results per method, the name and
+    trained masters of the first master over the skills (mlsh, else mlsh_options; None without either),
+    and every learner's curves {method_key: (score, success)} (store.save_scores)."""
+    results, flat, masters, curves, t0 = {}, {}, {}, {}, time.time()
     for name, lr, score, success, learners in methods:
         label = f"flat lr={lr:g}" if name == "flat" else name
         finite(f"the masters' weights of {label}", learners.master.p)
@@ -228,11 +226,15 @@ def evaluate_all(cfg, log, methods):
         else:
             results[name] = res
         masters[name] = learners
+        curves[store.method_key(name, lr)] = (score, success)
     if flat:
+        sweep = {str(lr): r["auc"] for lr, r in flat.items()}
+        results["flat"] = dict(flat[cfg.flat_lr], lr=cfg.flat_lr, sweep=sweep)
         best = baselines.best_rate({lr: r["auc"] for lr, r in flat.items()})
-        results["flat"] = dict(flat[best], lr=best, sweep={str(lr): r["auc"] for lr, r in flat.items()})
+        if cfg.eval_split == "test" and best != cfg.flat_lr:
+            results["flat"]["best_on_test"] = {"lr": best, "auc": flat[best]["auc"], "auc_ci": flat[best]["auc_ci"]}
     shown = next((m for m in ("mlsh", "mlsh_options") if m in masters), None)
-    return results, (shown, masters.get(shown))
+    return results, (shown, masters.get(shown)), curves
 
 
 def at_80(iteration):
@@ -246,6 +248,10 @@ def table(results):
         label = name + (f" lr={r['lr']:g}" if name == "flat" else "")
         lines.append(f"{label:<14s} {r['auc']:6.3f}  [{r['auc_ci'][0]:.3f}, {r['auc_ci'][1]:.3f}]"
                      f"  {at_80(r['iters_to_80']):>14s}")
+        if name == "flat" and r.get("best_on_test"):
+            b = r["best_on_test"]
+            lines.append(f"{'  lr=' + format(b['lr'], 'g'):<14s} {b['auc']:6.3f}  [{b['auc_ci'][0]:.3f}, "
+                         f"{b['auc_ci'][1]:.3f}]  (the sweep's best on the test tasks themselves: not a result)")
     return "\n".join(lines)
 
 
@@ -297,7 +303,7 @@ def main(argv=None):
         bench(cfg)
         return
     out = os.path.abspath(cfg.out or store.default_out(cfg, opts.quick))
-    ckpt, code = os.path.join(out, "checkpoint.npz"), store.code(family)
+    ckpt, code, commit = os.path.join(out, "checkpoint.npz"), store.code(family), store.commit()
     skills_code = None
     try:                                   # every check before anything is written
         if opts.eval_only:     # the results say how the skills evaluated were meta-trained, and by what code
@@ -358,7 +364,8 @@ def main(argv=None):
     if kept:
         log(f"  (carrying on: {len(kept)} evaluation(s) kept in {kept_path} are not run again)")
     try:
-        results, (method, masters) = evaluate_all(cfg, log, evaluations(cfg, family, subs, kept_path, key, kept))
+        results, (method, masters), curves = evaluate_all(cfg, log, evaluations(cfg, family, subs, kept_path, key,
+                                                                                       kept))
     except KeyboardInterrupt:
         stopped(argv, None if opts.eval_only else ckpt,
                 f"the evaluations that finished are kept in {kept_path}")
@@ -380,9 +387,16 @@ def main(argv=None):
                      {"format": store.FORMAT, "config": dataclasses.asdict(cfg), "methods": results,
                       "skills_alone": skills, "reach": reached, "meta_training": history,
                       "seconds": {"meta_training": t_meta, "evaluation": t_eval}, "quick": opts.quick,
-                      "cpu": store.cpu(), "code": code, **({"skills_code": skills_code} if opts.eval_only else {})})
+                      "cpu": store.cpu(), "code": code, "commit": commit, "scores": store.SCORES,
+                      **({"skills_code": skills_code} if opts.eval_only else {})})
+    store.save_scores(os.path.join(out, store.SCORES),
+                      {k: store.learners(score, cfg.eval_seeds) for k, (score, _) in curves.items()},
+                      {k: store.learners(success, cfg.eval_seeds) for k, (_, success) in curves.items()},
+                      {"tasks": held.tolist(), "seed": cfg.seed, "config": dataclasses.asdict(cfg), "code": code,
+                       "commit": commit, "cpu": store.cpu(), "seconds": {"meta_training": t_meta, "evaluation": t_eval},
+                       "flat_lr": cfg.flat_lr, "quick": opts.quick})
     if os.path.exists(kept_path):
-        os.remove(kept_path)                                      # results.json holds them now
+        os.remove(kept_path)                                      # scores.npz and results.json hold them now
     ep = (plots.play_episode(family, masters, 0, seed=cfg.seed, split=cfg.eval_split, method=method)
           if masters is not None else None)
     if not opts.no_plots:

@@ -32,7 +32,7 @@ class Settings(mlsh.Config):
     maze: str = ""                  # fourrooms: a maze file of your own instead (legend in envs.py)
     # what the lab evaluates
     methods: tuple = ("mlsh", "mlsh_options", "flat", "shared", "random_subs")   # methods evaluated (METHODS)
-    flat_lrs: tuple = ()            # flat PPO's learning rates, the best reported (none given: --flat-lr alone)
+    flat_lrs: tuple = ()            # flat PPO's rates run, --flat-lr among them (a validation run chooses from them)
     random_subs_master: str = "options"   # random_subs' master over untrained skills: options | paper
     # where the run is kept
     out: str = ""                   # folder for results, checkpoint, figures
@@ -123,11 +123,14 @@ def check_config(cfg, family):
     if cfg.random_subs_master not in (mlsh.PAPER, mlsh.OPTIONS):
         problems.append(f"--random-subs-master {cfg.random_subs_master!r}: choose options (the skills and every "
                         f"primitive action) or paper (the skills only)")
+    if "flat" in cfg.methods and cfg.flat_lr not in cfg.flat_lrs:
+        problems.append(f"--flat-lrs {' '.join(map(str, cfg.flat_lrs))} leaves out flat PPO's rate {cfg.flat_lr:g}, the "
+                        f"one reported (chosen on validation tasks): add it, or give it with --flat-lr")
     unknown = [m for m in cfg.methods if m not in METHODS]
     if unknown or not cfg.methods:
         problems.append(f"--methods {' '.join(cfg.methods)}: choose one or more of {', '.join(METHODS)}")
     elif "shared" in cfg.methods and "flat" not in cfg.methods:
-        problems.append("--methods: shared needs flat too (the shared policy uses flat PPO's best learning rate)")
+        problems.append("--methods: shared needs flat too (the shared policy is flat PPO pre-trained, at its rate)")
     return problems
 
 

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import platform
+import subprocess
 import sys
 import zlib
 
@@ -310,6 +311,57 @@ def read_kept(path):
 
 # ---- Results in today's format: older folders through the map of their names ----
 
+SCORES = "scores.npz"    # in a finished run's folder: every learner's curves, every method and rate
+SCORES_FORMAT = 1
+
+
+def save_scores(path, score, success, meta):
+    """Every learner's fine-tuning, kept so that any statistic can be computed again without training:
+    score and success {method_key: array (..., evaluation seeds, tasks, iterations)}, a run's (run.py) or a
+    sweep's with the seed first (sweep.pool_scores), the normalised return as float32 and the success rate
+    as float16; meta (JSON) says what made them."""
+    arrays = {f"score.{k}": np.asarray(v, dtype=np.float32) for k, v in score.items()}
+    arrays.update({f"success.{k}": np.asarray(v, dtype=np.float16) for k, v in success.items()})
+    with atomic(path, "wb") as f:
+        np.savez_compressed(f, **arrays, meta=np.array(json.dumps({"format": SCORES_FORMAT, **meta})))
+
+
+def learners(x, eval_seeds):
+    """A method's (learners, iterations) from mlsh.fine_tune as (evaluation seeds, tasks, iterations):
+    learner e * tasks + j is evaluation seed e on held-out task j."""
+    return np.reshape(x, (eval_seeds, -1, np.shape(x)[-1]))
+
+
+def load_scores(path):
+    """(meta, {method_key: score}, {method_key: success}) from a scores file (save_scores, or a row's
+    pooled file with a leading seed axis); ValueError, in one line, for a file that is not one."""
+    try:
+        with np.load(path) as z:
+            meta = json.loads(str(z["meta"]))
+            score = {k.split(".", 1)[1]: z[k].astype(np.float64) for k in z.files if k.startswith("score.")}
+            success = {k.split(".", 1)[1]: z[k].astype(np.float64) for k in z.files if k.startswith("success.")}
+    except (OSError, KeyError, ValueError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not a scores file ({type(e).__name__}: {e})") from None
+    if meta.get("format") != SCORES_FORMAT:
+        raise ValueError(f"{path}: scores of format {meta.get('format')}; this code reads {SCORES_FORMAT}")
+    return meta, score, success
+
+
+def commit():
+    """The commit of the repository's code, with '+changes' when mlsh.py, envs.py or the lab differ from it
+    (None outside a git checkout)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "mlsh.py", "envs.py", "lab/*.py"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
 def old_names(config):
     """The map of an older run's method names (results of no format) to today's: where its master was the
     options master (the default then), 'mlsh' was it and 'mlsh_paper' the paper's master."""
@@ -354,6 +406,6 @@ def upgrade(results):
 
 
 def read_results(folder):
-    """A run folder's results.json, in today's format (upgrade)."""
+    """A run folder's results.json, in today's format (upgrade), with the folder it was read from."""
     with open(os.path.join(folder, "results.json")) as f:
-        return upgrade(json.load(f))
+        return {**upgrade(json.load(f)), "folder": os.path.abspath(folder)}

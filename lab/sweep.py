@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from lab import plots, run, store
+from lab import plots, report, run, store
 from lab.settings import METHODS, PRESETS, Settings, differences, run_settings
 from mlsh import interval
 
@@ -408,14 +408,55 @@ def flat_source(folder, seeds, config, code):
             why = differences(there, want) if there != want else f"made by other code: {other}" if other else \
                 "it has no flat PPO"
             raise BadInput(f"--flat-from {folder}: seed {s} is not flat PPO of these settings ({why})")
-        flat[s] = res["methods"]["flat"]
+        flat[s] = res
     return flat
 
 
 def with_flat(runs, flat):
-    """Each finished seed's results with flat PPO's (of the same seed) from another sweep (flat_source)."""
-    return {s: res if "error" in res else {**res, "methods": {**res["methods"], "flat": flat[s]}}
+    """Each finished seed's results with flat PPO's (of the same seed) from another sweep (flat_source), and
+    the folder whose scores hold its learners."""
+    return {s: res if "error" in res else {**res, "methods": {**res["methods"], "flat": flat[s]["methods"]["flat"]},
+                                           "flat_folder": flat[s]["folder"]}
             for s, res in runs.items()}
+
+
+def pool_scores(out, runs, command, config, flat_from=None):
+    """The finished seeds' scores (each run's scores.npz, flat PPO's from its --flat-from folder) as one
+    file, OUT/scores.npz: per method and rate (seeds, evaluation seeds, tasks, iterations), with what made
+    each seed. A row's committed scores are such a file (python -m lab.report --add). Returns its meta and
+    scores, or None where a seed kept none (a run of older code)."""
+    ok = {s: r for s, r in sorted(runs.items()) if "error" not in r}
+    paths = [os.path.join(r["folder"], store.SCORES) for r in ok.values()]
+    if not ok or not all(os.path.isfile(p) for p in paths):
+        return None
+    score, success, per_seed, tasks = {}, {}, [], None
+    for (s, res), path in zip(ok.items(), paths):
+        meta, sc, su = store.load_scores(path)
+        if res.get("flat_folder"):
+            _, fsc, fsu = store.load_scores(os.path.join(res["flat_folder"], store.SCORES))
+            sc.update({k: v for k, v in fsc.items() if k.startswith("flat@")})
+            su.update({k: v for k, v in fsu.items() if k.startswith("flat@")})
+        tasks = meta["tasks"] if tasks is None else tasks
+        if meta["tasks"] != tasks:
+            raise BadInput(f"{res['folder']}: other held-out tasks than seed {next(iter(ok))}'s; one setting at a time")
+        for k in sc:
+            score.setdefault(k, []).append(sc[k])
+            success.setdefault(k, []).append(su[k])
+        r = row(s, res)
+        per_seed.append({k: v for k, v in r.items() if k != "methods"} | {"commit": res.get("commit")})
+    keep = [k for k in score if len(score[k]) == len(ok)]            # the methods every seed has
+    flat_lr = next(iter(ok.values()))["config"]["flat_lr"]
+    best = next(iter(ok.values()))["methods"].get("flat", {}).get("best_on_test")
+    meta = {"command": command, "seeds": list(ok), "tasks": tasks, "config": config, "flat_lr": flat_lr,
+            "runs": per_seed, "flat_from": flat_from and near(flat_from), "quick": any(r.get("quick") for r in ok.values()),
+            "flat_best_on_test": None}
+    if best is not None and all("best_on_test" in r["methods"].get("flat", {}) for r in ok.values()):
+        lrs = {r["methods"]["flat"]["best_on_test"]["lr"] for r in ok.values()}
+        meta["flat_best_on_test"] = {"lr": min(lrs), "auc": float(np.mean([r["methods"]["flat"]["sweep"][str(min(lrs))]
+                                                                           for r in ok.values()]))} if len(lrs) == 1 else None
+    score = {k: np.stack(score[k]) for k in keep}
+    store.save_scores(os.path.join(out, store.SCORES), score, {k: np.stack(success[k]) for k in keep}, meta)
+    return meta, score
 
 
 def write_summary(out, runs, flags, config, log=print, flat_from=None):
@@ -433,6 +474,13 @@ def write_summary(out, runs, flags, config, log=print, flat_from=None):
             f"\n\n{table(rows, s)}" + (f"Flat PPO: each seed's from {near(flat_from)} (it does not depend on the "
                                        f"settings in which the two differ)\n" if flat_from else ""))
     command += f"\n({QUICK_NOTE})" * quick
+    ok = [r["seed"] for r in rows if "error" not in r]
+    seeds = f"{ok[0]}-{ok[-1]}" if ok and ok == list(range(ok[0], ok[-1] + 1)) else ",".join(map(str, ok))
+    pooled = pool_scores(out, runs, shlex.join(["python", "-m", "lab.sweep", "--seeds", seeds, *flags]
+                                               + (["--flat-from", near(flat_from)] if flat_from else [])), config,
+                         flat_from)
+    if pooled is not None:
+        text += "\nFrom every learner's scores (scores.npz; lab/stats.py):\n\n" + report.table(None, *pooled)
     store.write_text(os.path.join(out, "sweep.md"), text)
     if s["n"]:
         plots.plot_seeds(os.path.join(out, "sweep.png"), rows, command)

@@ -141,6 +141,28 @@ def test_quick_run_writes_results(tmp_path):
         assert r["auc_ci"][0] <= r["auc"] <= r["auc_ci"][1]
         assert len(r["curve"]) == res["config"]["eval_iters"]
     assert np.array(res["skills_alone"]["success"]).shape == (res["config"]["subpolicies"], 2)
+    # every learner's curves are kept, (evaluation seeds, tasks, iterations) per method and rate, and give
+    # the AUCs of results.json; flat PPO is reported at its rate chosen on validation tasks
+    meta, score, success = store.load_scores(tmp_path / store.SCORES)
+    c = res["config"]
+    assert meta["tasks"] == res["skills_alone"]["tasks"] and meta["flat_lr"] == c["flat_lr"] == 0.03
+    assert set(score) == set(success) == {f"{m}@{lr:g}" for m, lr in [("mlsh", c["master_lr"]), ("flat", 0.03),
+        ("mlsh_options", c["master_lr"]), ("shared", 0.03), ("random_subs", c["master_lr"])]}
+    for key, x in score.items():
+        assert x.shape == (c["eval_seeds"], 2, c["eval_iters"]) and score[key].dtype == np.float64
+        assert np.isclose(x.mean(), res["methods"][key.split("@")[0]]["auc"], atol=1e-6)
+        assert np.isclose(success[key].mean(), res["methods"][key.split("@")[0]]["success_auc"], atol=1e-3)
+    assert res["commit"] == meta["commit"] and res["scores"] == store.SCORES
+
+
+def test_flat_ppo_is_reported_at_its_validation_rate_and_the_best_on_test_only_beside_it(tmp_path):
+    run.main(["--quick", "--methods", "flat", "--flat-lrs", "0.001", "0.01", "0.1", "--quiet", "--no-plots",
+              "--out", str(tmp_path)])
+    flat = json.loads((tmp_path / "results.json").read_text())["methods"]["flat"]
+    assert flat["lr"] == 0.01 and set(flat["sweep"]) == {"0.001", "0.01", "0.1"}
+    assert flat["auc"] == flat["sweep"]["0.01"]
+    best = max(flat["sweep"], key=flat["sweep"].get)
+    assert flat.get("best_on_test", {"lr": 0.01})["lr"] == float(best)
 
 
 def test_the_lab_runs_mlsh_py_s_test_and_prints_what_mlsh_py_prints(tmp_path):
@@ -520,6 +542,7 @@ def test_a_maze_file_that_is_not_text_is_refused(tmp_path):
     (["--preset", "paper-code", "--eval-split", "validation"], "--eval-split validation: these tasks have no "
                                                                "validation split"),
     (["--flat-lr", "0.01", "--flat-lrs", "0.03"], "--flat-lr and --flat-lrs: give one"),
+    (["--flat-lrs", "0.003", "0.03"], "--flat-lrs 0.003 0.03 leaves out flat PPO's rate 0.01, the one reported"),
     (["--env", "bandits", "--family", "x:Y"], "--env and --family: choose one"),
     (["--family", "no_such_module:Tasks"], "--family no_such_module:Tasks: ModuleNotFoundError"),
     (["--family", "envs:Maze"], "--family envs:Maze is not a task family: subclass envs.TaskFamily"),

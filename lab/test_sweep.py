@@ -5,6 +5,7 @@ Run from the repository's root: python -m pytest -q
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -101,7 +102,7 @@ def test_the_listed_commands_run_anywhere_give_the_sweeps_table_bit_for_bit(swep
     assert code == 0, out + err
     def table(folder):                            # from the table on (summarise spells --quick's flags out)
         text = (folder / "sweep.md").read_text()
-        return text[text.index("| seed |"):]
+        return re.sub(r"^`python -m lab.sweep .*$", "", text[text.index("| seed |"):], flags=re.M)
 
     assert table(tmp_path / "cluster") == table(swept / "jobs2") and "| mean |" in table(swept / "jobs2")
     made, swept_json = (json.loads((d / "sweep.json").read_text()) for d in (tmp_path / "cluster", swept / "jobs2"))

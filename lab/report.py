@@ -1,0 +1,267 @@
+"""The results document's tables, made from the scores every row keeps, and nothing else.
+
+Every row of lab/RESULTS.md keeps every learner's scores in lab/scores/NAME.npz (a sweep's scores.npz,
+committed), so any statistic can be computed again without training:
+
+    python -m lab.report                          # remake every marked table of lab/RESULTS.md
+    python -m lab.report --check                  # which tables differ from what their scores give (exit 1)
+    python -m lab.report --add NAME runs/sweep-X  # commit a finished sweep's scores as the row NAME
+    python -m lab.report --show NAME              # one row's table, printed
+
+A table in the document sits between `<!-- table NAME -->` and `<!-- end -->`: the statistics of
+`stats.py` for each method (the verdict against flat PPO paired over meta-training seeds). A rate table,
+`<!-- rates NAME -->`, gives flat PPO's AUC at each rate of a validation row and the best. The verdict,
+`<!-- verdict NAME NAME ... -->`, gives a line per row.
+"""
+import argparse
+import os
+import re
+import shutil
+import sys
+
+import numpy as np
+
+from lab import stats, store
+from lab.settings import METHODS
+
+SCORES = os.path.join(store.ROOT, "lab", "scores")
+DOCUMENT = os.path.join(store.ROOT, "lab", "RESULTS.md")
+MASTERS = ("mlsh", "mlsh_options")
+COMPARED = ("mlsh", "mlsh_options", "shared", "random_subs")      # each against flat PPO
+
+
+class BadInput(Exception):
+    """Input the report refuses: one line, exit code 2."""
+
+
+def auc(score):
+    """Each learner's AUC, the mean over its iterations: (..., iterations) -> (...)."""
+    return score.mean(axis=-1)
+
+
+def method_keys(meta, score):
+    """{method: its key among the scores}: flat PPO at its rate chosen on validation tasks (meta's flat_lr),
+    every other method at its one rate."""
+    keys = {}
+    for m in METHODS:
+        if m == "flat":
+            k = store.method_key("flat", meta["flat_lr"])
+            if k in score:
+                keys[m] = k
+            continue
+        found = [k for k in score if k.split("@")[0] == m]
+        if found:
+            keys[m] = found[0]
+    return keys
+
+
+def row_stats(meta, score, rng=None):
+    """Every statistic of one row from its scores (a sweep's pooled scores: (seeds, evaluation seeds, tasks,
+    iterations) per method key). Per method: the mean AUC over seeds with its t-interval, and the mean and
+    IQM with rliable's stratified bootstrap intervals (score matrix: seeds x tasks). Per method against flat
+    PPO: the paired difference per seed (the verdict, stats.paired) and its word, the paired probability of
+    improvement, rliable's unpaired one with its stratified interval, and on how many seeds the method was
+    ahead (a paired t-interval over that seed's tasks above 0: a description)."""
+    rng = np.random.default_rng(0) if rng is None else rng
+    keys = method_keys(meta, score)
+    a = {m: auc(score[k]) for m, k in keys.items()}                      # (seeds, eval seeds, tasks)
+    out = {"n": len(meta["seeds"]), "methods": {}, "vs_flat": {}}
+    for m, x in a.items():
+        mean, low, high = stats.t_interval(stats.seed_means(x))
+        matrix = stats.per_task(x)
+        out["methods"][m] = {"key": keys[m], "mean": [mean, low, high],
+                             "boot_mean": stats.stratified([matrix], stats.mean, rng),
+                             "iqm": stats.stratified([matrix], stats.iqm, rng)}
+    if "flat" not in a:
+        return out
+    for m in [m for m in COMPARED if m in a]:
+        d = stats.paired(a[m], a["flat"])
+        task_diff = stats.per_task(a[m]) - stats.per_task(a["flat"])      # (seeds, tasks)
+        _, low, _ = stats.t_interval(task_diff)
+        out["vs_flat"][m] = {"diff": d, "word": stats.word(d["ci"]),
+                             "p_paired": stats.paired_improvement(a[m], a["flat"]),
+                             "p_rliable": stats.stratified([stats.per_task(a[m]), stats.per_task(a["flat"])],
+                                                           stats.improvement, rng),
+                             "ahead_seeds": int(np.sum(low > 0))}
+    return out
+
+
+def signed(v):
+    return f"{v[0]:+.3f} [{v[1][0]:+.3f}, {v[1][1]:+.3f}]"
+
+
+def plain(v):
+    return f"{v[0]:.3f} [{v[1][0]:.3f}, {v[1][1]:.3f}]"
+
+
+def cost(config):
+    """What meta-training costs against a new task's budget: (meta-training env steps, one new task's env
+    steps, how many new tasks before meta-training has paid for itself even by a learner that needed no
+    steps at all)."""
+    c = config
+    meta = (c["warmup"] + c["joint"]) * c["tasks"] * c["copies"] * c["steps"] * c["rounds"]
+    task = c["eval_iters"] * c["copies"] * c["steps"]
+    return meta, task, int(np.ceil(meta / task))
+
+
+def where(meta):
+    """The seeds, commit(s) and CPU(s) of a row, in one line."""
+    runs = meta["runs"]
+    seeds = ", ".join(str(r["seed"]) for r in runs)
+    commits = sorted({str(r.get("commit")) for r in runs})
+    cpus = {}
+    for r in runs:
+        cpus.setdefault(r.get("cpu", "not recorded"), []).append(str(r["seed"]))
+    on = "; ".join(f"{c} (seed {', '.join(s)})" for c, s in cpus.items()) if len(cpus) > 1 else next(iter(cpus))
+    return f"seeds {seeds}; commit {', '.join(commits)}; {on}"
+
+
+def table(name, meta, score):
+    """A row's table: the command, where it ran, a line per method, the per-seed differences, the cost."""
+    s = row_stats(meta, score)
+    lines = [f"`{meta['command']}` ({where(meta)})", "",
+             "| method | mean AUC [t, over seeds] | mean [stratified bootstrap] | IQM [stratified bootstrap] | minus "
+             "flat PPO, paired [t, over seeds] | verdict | P(improvement), paired [t] | P(improvement), rliable's "
+             "[stratified bootstrap] | seeds ahead |", "|" + " --- |" * 9]
+    for m, r in s["methods"].items():
+        v = s["vs_flat"].get(m)
+        label = f"flat PPO (lr {meta['flat_lr']:g}, chosen on validation tasks)" if m == "flat" else m
+        mean = f"{r['mean'][0]:.3f} [{r['mean'][1]:.3f}, {r['mean'][2]:.3f}]"
+        cells = [label, mean, plain(r["boot_mean"]), plain(r["iqm"])]
+        cells += (["", "", "", "", ""] if v is None else
+                  [signed((v["diff"]["mean"], v["diff"]["ci"])), v["word"],
+                   plain((v["p_paired"]["mean"], v["p_paired"]["ci"])), plain(v["p_rliable"]),
+                   f"{v['ahead_seeds']} of {s['n']}"])
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    for m, v in s["vs_flat"].items():
+        lines.append(f"{m} minus flat PPO, seed by seed: " + " ".join(f"{d:+.3f}" for d in v["diff"]["per_seed"]))
+    split = meta.get("split")
+    if split:
+        values = [r[split["measure"]] for r in meta["runs"]]
+        for m, v in s["vs_flat"].items():
+            k = stats.split(values, v["diff"]["per_seed"], split["at"])
+            lines.append(f"{m}: {split['measure']} >= {k['at']} on {k['above']} of {k['n']} seeds; minus flat PPO "
+                         f"{fmt(k['mean_above'])} on those, {fmt(k['mean_below'])} on the rest (two kinds of seed: "
+                         f"a description, not a test)")
+    best = meta.get("flat_best_on_test")
+    if best:
+        lines.append(f"flat PPO's best rate on the test tasks themselves (not a result): lr {best['lr']:g}, "
+                     f"{best['auc']:.3f}")
+    m_steps, t_steps, tasks = cost(meta["config"])
+    lines.append(f"meta-training: {m_steps / 1e6:.2f} M env steps; a new task: {t_steps:,}; meta-training pays for "
+                 f"itself after {tasks} new tasks at the least")
+    return "\n".join(lines) + "\n"
+
+
+def fmt(x):
+    return "-" if x is None else f"{x:+.3f}"
+
+
+def rates(name, meta, score):
+    """A validation row's flat PPO sweep: each rate's mean AUC over seeds with its t-interval, the best,
+    and whether it lies inside the sweep (a best at an edge asks for a wider sweep)."""
+    flat = sorted((float(k.split("@")[1]), k) for k in score if k.startswith("flat@"))
+    means = {lr: stats.t_interval(stats.seed_means(auc(score[k]))) for lr, k in flat}
+    best = max(means, key=lambda lr: means[lr][0])
+    edge = best in (flat[0][0], flat[-1][0])
+    lines = [f"`{meta['command']}` ({where(meta)})", "", "| flat PPO's rate | mean AUC [t, over seeds] |",
+             "| --- | --- |"]
+    lines += [f"| {lr:g}{' (best)' if lr == best else ''} | {m:.3f} [{lo:.3f}, {hi:.3f}] |"
+              for lr, (m, lo, hi) in means.items()]
+    lines.append("")
+    lines.append(f"best: {best:g}, " + ("at the sweep's edge: widen the sweep" if edge else "inside the sweep"))
+    return "\n".join(lines) + "\n"
+
+
+def verdict(names):
+    """A line per row: each method against flat PPO, paired over seeds, and its word."""
+    lines = ["| row | seeds | " + " | ".join(f"{m} minus flat PPO" for m in COMPARED) + " |",
+             "|" + " --- |" * (2 + len(COMPARED))]
+    for name in names:
+        meta, score, _ = read(name)
+        s = row_stats(meta, score)
+        cell = lambda m: "-" if m not in s["vs_flat"] else (
+            f"{signed((s['vs_flat'][m]['diff']['mean'], s['vs_flat'][m]['diff']['ci']))} **{s['vs_flat'][m]['word']}**")
+        lines.append(f"| {name} | {s['n']} | " + " | ".join(cell(m) for m in COMPARED) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def read(name):
+    """A row's committed scores (lab/scores/NAME.npz): (meta, score, success)."""
+    path = os.path.join(SCORES, f"{name}.npz")
+    if not os.path.isfile(path):
+        raise BadInput(f"no scores for the row {name!r} ({path}): add them with python -m lab.report --add {name} "
+                       f"SWEEP_DIR")
+    return store.load_scores(path)
+
+
+MARK = re.compile(r"<!-- (table|rates|verdict) ([^>]*?) -->\n(.*?)<!-- end -->", re.S)
+
+
+def remake(text):
+    """The document with every marked table made again from its scores."""
+    def one(m):
+        kind, names = m.group(1), m.group(2).split()
+        body = verdict(names) if kind == "verdict" else {"table": table, "rates": rates}[kind](names[0], *read(names[0])[:2])
+        return f"<!-- {kind} {m.group(2)} -->\n{body}<!-- end -->"
+    return MARK.sub(one, text)
+
+
+def stale(text):
+    """The marks whose tables differ from what their scores give now."""
+    new = remake(text)
+    return [f"{a.group(1)} {a.group(2)}" for a, b in zip(MARK.finditer(text), MARK.finditer(new))
+            if a.group(0) != b.group(0)]
+
+
+def add(name, folder, replace=False):
+    """A finished sweep's pooled scores (DIR/scores.npz) committed as the row NAME."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
+        raise BadInput(f"--add {name!r}: a row's name is lower-case letters, digits and dashes, as fourrooms-default")
+    src = os.path.join(folder, "scores.npz")
+    if not os.path.isfile(src):
+        raise BadInput(f"{folder} holds no scores.npz: give the folder of a finished python -m lab.sweep")
+    meta, _, _ = store.load_scores(src)
+    if meta.get("quick"):
+        raise BadInput(f"{folder} is a --quick sweep: its numbers say nothing; run the real one")
+    dst = os.path.join(SCORES, f"{name}.npz")
+    if os.path.exists(dst) and not replace:
+        raise BadInput(f"the row {name} is already kept in {dst}: give --replace to put these scores in its place")
+    os.makedirs(SCORES, exist_ok=True)
+    shutil.copyfile(src, dst + ".tmp")
+    os.replace(dst + ".tmp", dst)
+    return dst
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m lab.report", description="Remake lab/RESULTS.md's tables from the "
+                                "scores kept in lab/scores/, or add a sweep's scores as a row.")
+    p.add_argument("--check", action="store_true", help="say which tables differ from their scores (exit 1 if any)")
+    p.add_argument("--add", nargs=2, metavar=("NAME", "DIR"), help="keep DIR/scores.npz as lab/scores/NAME.npz")
+    p.add_argument("--replace", action="store_true", help="with --add: in place of the row's kept scores")
+    p.add_argument("--show", metavar="NAME", help="print one row's table")
+    p.add_argument("--document", default=DOCUMENT, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    try:
+        if args.add:
+            print(f"kept as {add(*args.add, replace=args.replace)}")
+            return
+        if args.show:
+            print(table(args.show, *read(args.show)[:2]))
+            return
+        with open(args.document) as f:
+            text = f.read()
+        if args.check:
+            old = stale(text)
+            print("\n".join(f"stale: {m}" for m in old) or "every table is what its scores give")
+            raise SystemExit(1 if old else 0)
+        store.write_text(args.document, remake(text))
+        print(f"remade {len(MARK.findall(text))} table(s) in {args.document}")
+    except (BadInput, ValueError) as e:
+        print(f"report: {e}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    main()
