@@ -14,6 +14,7 @@ A table in the document sits between `<!-- table NAME -->` and `<!-- end -->`: t
 `<!-- verdict NAME NAME ... -->`, gives a line per row.
 """
 import argparse
+import json
 import os
 import re
 import shutil
@@ -22,7 +23,7 @@ import sys
 import numpy as np
 
 from lab import stats, store
-from lab.settings import METHODS
+from lab.settings import METHODS, TASK_FIELDS, Settings, make_family
 
 SCORES = os.path.join(store.ROOT, "lab", "scores")
 DOCUMENT = os.path.join(store.ROOT, "lab", "RESULTS.md")
@@ -154,6 +155,21 @@ def table(name, meta, score):
     return "\n".join(lines) + "\n"
 
 
+def costs():
+    """What meta-training costs, per preset, from its settings alone: meta-training's env steps, a new
+    task's budget (what each method gets to learn it), and how many new tasks it takes before meta-training
+    has paid for itself, even for a learner that needed no steps at all on them."""
+    from lab import run                       # the presets as a run reads them
+    lines = ["| preset | meta-training env steps | a new task's env steps | new tasks before meta-training "
+             "pays for itself, at the least | held-out test tasks |", "|" + " --- |" * 5]
+    for name in ["fourrooms", "bandits", "paper", "paper-code", "rooms"]:
+        c = run.preset_values(name)
+        m_steps, t_steps, tasks = cost(c)
+        held = len(make_family(Settings(**{k: c[k] for k in TASK_FIELDS})).held_out("test"))
+        lines.append(f"| {name} | {m_steps:,} | {t_steps:,} | {tasks} | {held} |")
+    return "\n".join(lines) + "\n"
+
+
 def fmt(x):
     return "-" if x is None else f"{x:+.3f}"
 
@@ -187,6 +203,28 @@ def verdict(names):
     return "\n".join(lines) + "\n"
 
 
+def older():
+    """The verdict's rows as RESULTS.md recorded them before the scores were kept (lab/scores/older.json: each
+    seed's AUC from its table, flat PPO at each seed's best rate on the test tasks): each master minus flat PPO,
+    paired over seeds, with the percentile bootstrap over seeds those tables drew (made again here, 10,000
+    replications) and the t-interval; where the word changes, which."""
+    with open(os.path.join(SCORES, "older.json")) as f:
+        rows = json.load(f)
+    rng = np.random.default_rng(0)
+    lines = ["| row | commit | seeds | master | minus flat PPO | percentile bootstrap over seeds | its word | "
+             "t-interval over seeds | its word | changed |", "|" + " --- |" * 10]
+    for name, r in rows.items():
+        for m in [m for m in MASTERS if m in r]:
+            d = np.subtract(r[m], r["flat"])
+            boot = d[rng.integers(0, len(d), (10000, len(d)))].mean(axis=1)
+            b = [float(x) for x in np.percentile(boot, [2.5, 97.5])]
+            mean, low, high = stats.t_interval(d)
+            old, new = stats.word(b), stats.word([low, high])
+            lines.append(f"| {name} | {r['commit']} | {len(d)} | {m} | {mean:+.3f} | [{b[0]:+.3f}, {b[1]:+.3f}] | {old} "
+                         f"| [{low:+.3f}, {high:+.3f}] | {new} | {'**yes**' if old != new else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
 def read(name):
     """A row's committed scores (lab/scores/NAME.npz): (meta, score, success)."""
     path = os.path.join(SCORES, f"{name}.npz")
@@ -196,15 +234,18 @@ def read(name):
     return store.load_scores(path)
 
 
-MARK = re.compile(r"<!-- (table|rates|verdict) ([^>]*?) -->\n(.*?)<!-- end -->", re.S)
+MARK = re.compile(r"<!-- (table|rates|verdict|older|costs) ?([^>]*?) -->\n(.*?)<!-- end -->", re.S)
 
 
 def remake(text):
     """The document with every marked table made again from its scores."""
     def one(m):
         kind, names = m.group(1), m.group(2).split()
-        body = verdict(names) if kind == "verdict" else {"table": table, "rates": rates}[kind](names[0], *read(names[0])[:2])
-        return f"<!-- {kind} {m.group(2)} -->\n{body}<!-- end -->"
+        if kind in ("verdict", "older", "costs"):
+            body = verdict(names) if kind == "verdict" else older() if kind == "older" else costs()
+        else:
+            body = {"table": table, "rates": rates}[kind](names[0], *read(names[0])[:2])
+        return f"<!-- {' '.join([kind, *names])} -->\n{body}<!-- end -->"
     return MARK.sub(one, text)
 
 

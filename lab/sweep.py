@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from lab import plots, report, run, store
+from lab import plots, report, run, stats, store
 from lab.settings import METHODS, PRESETS, Settings, differences, run_settings
 from mlsh import interval
 
@@ -251,6 +251,23 @@ def run_seeds(seeds, cells, jobs, log=print):
 # Summary: sweep.json, sweep.md, sweep.png
 # ---------------------------------------------------------------------------
 
+def paired_ahead(res):
+    """Whether each master over the skills was ahead of each other method on this one seed: the paired
+    difference per held-out task (the mean over evaluation seeds: the same tasks and streams for both) has a
+    95% t-interval over tasks above 0. {master: {method: bool}}; {} where the run kept no scores (older
+    code). A description of one seed; the verdict rests on the difference over seeds (report.py)."""
+    path = os.path.join(res.get("folder", ""), store.SCORES)
+    if not os.path.isfile(path):
+        return {}
+    meta, score, _ = store.load_scores(path)
+    if res.get("flat_folder"):
+        score.update({k: v for k, v in store.load_scores(os.path.join(res["flat_folder"], store.SCORES))[1].items()
+                      if k.startswith("flat@")})
+    tasks = {m: report.auc(score[k]).mean(axis=0) for m, k in report.method_keys(meta, score).items()}
+    return {m: {b: bool(stats.t_interval(tasks[m] - tasks[b])[1] > 0) for b in tasks if b not in MASTERS}
+            for m in MASTERS if m in tasks}
+
+
 def row(seed, res):
     """One seed's line of sweep.json (res: its results.json, in today's format)."""
     if "error" in res:
@@ -268,21 +285,26 @@ def row(seed, res):
             "random_walk_meets": reached.get("random_walk_meets", {}).get("mean"),
             "meta_success": [history[0].get("joint_success"), history[-1].get("joint_success")],
             "usage": history[-1].get("usage"), "seconds": res.get("seconds", {}).get("meta_training"),
-            "cpu": res.get("cpu", "not recorded"), "code": res.get("code")}
+            "cpu": res.get("cpu", "not recorded"), "code": res.get("code"), "commit": res.get("commit"),
+            "ahead": paired_ahead(res)}
+
+
+def ahead(r, m, b):
+    """Whether master m was ahead of method b on the seed of row r (paired_ahead); None where not known."""
+    return (r.get("ahead") or {}).get(m, {}).get(b)
 
 
 def summary(rows):
-    """Over the seeds that finished, for each master over the skills (MASTERS) beside flat PPO: on how
-    many seeds its interval lies above flat's (and above every baseline's), the mean over seeds of its AUC
-    minus flat's with a 95% t-interval over seeds (the methods meet the same tasks and streams: the
-    difference is paired), the ratio of their mean AUCs, and on how many seeds it scored at least twice
-    flat with the intervals apart. What needs a method that was not evaluated (--methods) is left out."""
+    """Over the seeds that finished, for each master over the skills (MASTERS) beside flat PPO: the mean over
+    seeds of its AUC minus flat's with a 95% t-interval over seeds (the methods meet the same tasks and
+    streams: the difference is paired; the verdict rests on it), the ratio of their mean AUCs, and as
+    descriptions, on how many seeds it was ahead of flat PPO (and of every baseline) by a paired comparison
+    within the seed (paired_ahead), and on how many of those it scored at least twice flat (None where the
+    runs kept no scores). What needs a method that was not evaluated (--methods) is left out."""
     ok = [r for r in rows if "error" not in r]
     if not ok:
         return {"n": 0, "failed": len(rows)}
     have = [m for m in METHODS if m in ok[0]["methods"]]
-    low = lambda r, m: r["methods"][m]["auc_ci"][0]
-    high = lambda r, m: r["methods"][m]["auc_ci"][1]
     auc = lambda r, m: r["methods"][m]["auc"]
     s = {"n": len(ok), "failed": len(rows) - len(ok),
          "mean_auc": {m: float(np.mean([auc(r, m) for r in ok])) for m in have},
@@ -292,10 +314,12 @@ def summary(rows):
     baselines = [m for m in have if m not in MASTERS]
     for m in [m for m in MASTERS if m in have and "flat" in have]:
         diff, ci = interval([auc(r, m) - auc(r, "flat") for r in ok])
-        s[m] = {"minus_flat": diff, "minus_flat_ci": ci, "above_flat": sum(low(r, m) > high(r, "flat") for r in ok),
-                "above_all": sum(low(r, m) > max(high(r, b) for b in baselines) for r in ok),
+        known = all(ahead(r, m, b) is not None for r in ok for b in baselines)
+        count = lambda test: sum(bool(test(r)) for r in ok) if known else None
+        s[m] = {"minus_flat": diff, "minus_flat_ci": ci, "above_flat": count(lambda r: ahead(r, m, "flat")),
+                "above_all": count(lambda r: all(ahead(r, m, b) for b in baselines)),
                 "ratio": s["mean_auc"][m] / s["mean_auc"]["flat"] if s["mean_auc"]["flat"] > 0 else None,
-                "twice_flat": sum(low(r, m) > high(r, "flat") and auc(r, m) >= 2 * auc(r, "flat") for r in ok)}
+                "twice_flat": count(lambda r: ahead(r, m, "flat") and auc(r, m) >= 2 * auc(r, "flat"))}
     return s
 
 
@@ -306,10 +330,12 @@ def summary_line(s):
     if not any(m in s for m in MASTERS):
         return (f"{s['n']} seeds: mean AUC " + ", ".join(f"{m} {a:.3f}" for m, a in s["mean_auc"].items())
                 + f" (no master and flat PPO to compare: --methods){failed}")
-    return "\n".join(f"{s['n']} seeds, {m}: its interval above flat's on {d['above_flat']} of {s['n']}, above every "
-                     f"baseline's on {d['above_all']}; {m} AUC minus flat's {d['minus_flat']:+.3f} "
-                     f"[{d['minus_flat_ci'][0]:+.3f}, {d['minus_flat_ci'][1]:+.3f}] (mean over seeds, 95% "
-                     f"t-interval); mean AUC {m} {s['mean_auc'][m]:.3f}, flat {s['mean_auc']['flat']:.3f}"
+    count = lambda k: "-" if k is None else k
+    return "\n".join(f"{s['n']} seeds, {m}: AUC minus flat's {d['minus_flat']:+.3f} [{d['minus_flat_ci'][0]:+.3f}, "
+                     f"{d['minus_flat_ci'][1]:+.3f}] (mean over seeds, 95% t-interval, paired), "
+                     f"{stats.word([d['minus_flat_ci'][0], d['minus_flat_ci'][1]])}; ahead of flat PPO on "
+                     f"{count(d['above_flat'])} of {s['n']} seeds, of every baseline on {count(d['above_all'])} (paired "
+                     f"within each seed: a description); mean AUC {m} {s['mean_auc'][m]:.3f}, flat {s['mean_auc']['flat']:.3f}"
                      for m, d in [(m, s[m]) for m in MASTERS if m in s]) + failed
 
 
@@ -338,12 +364,13 @@ def code_line(rows):
 def ratio_line(s):
     """The gap, in one line per master (empty without a master and flat PPO)."""
     show = lambda d: "flat's mean AUC is 0" if d["ratio"] is None else f"{d['ratio']:.2f}"
-    return "".join(f"{m} / flat PPO (ratio of the mean AUCs): {show(s[m])}; {m} at least twice flat PPO with the "
-                   f"intervals apart on {s[m]['twice_flat']} of {s['n']} seeds\n" for m in MASTERS if m in s)
+    return "".join(f"{m} / flat PPO (ratio of the mean AUCs): {show(s[m])}; {m} at least twice flat PPO and ahead of it "
+                   f"on {'-' if s[m]['twice_flat'] is None else s[m]['twice_flat']} of {s['n']} seeds\n"
+                   for m in MASTERS if m in s)
 
 
 def table(rows, s):
-    """The per-seed markdown table: bold where a master's interval lies above flat's."""
+    """The per-seed markdown table: bold where a master was ahead of flat PPO on the seed (paired_ahead)."""
     shown = [m for m in METHODS if any(m in r.get("methods", {}) for r in rows)]
     masters = [m for m in MASTERS if m in shown]
     columns = ([COLUMNS[m] for m in shown] + [f"success AUC {' / '.join(masters + ['flat'])}", "best sub-policy alone",
@@ -353,14 +380,13 @@ def table(rows, s):
     frac = lambda x: "-" if x is None else f"{x:.2f}"
     per_master = lambda r, k: " / ".join(frac((r.get(k) or {}).get(m)) for m in masters)
 
-    def cell(m, name):
+    def cell(r, m, name):
         if name not in m:
             return "-"
         text = f"{m[name]['auc']:.3f} [{m[name]['auc_ci'][0]:.3f}, {m[name]['auc_ci'][1]:.3f}]"
         if name == "flat":
             return f"{text} ({m['flat']['lr']:g})"
-        above = name in MASTERS and "flat" in m and m[name]["auc_ci"][0] > m["flat"]["auc_ci"][1]
-        return f"**{text}**" if above else text
+        return f"**{text}**" if name in MASTERS and ahead(r, name, "flat") else text
 
     for r in rows:
         if "error" in r:
@@ -370,14 +396,14 @@ def table(rows, s):
         success = " / ".join(frac(m[n]["success_auc"] if n in m else None) for n in masters + ["flat"])
         meets = per_master(r, "random_master_meets") + f" / {frac(r.get('random_walk_meets'))}"
         meta = " / ".join(frac(x) for x in r.get("meta_success", [None, None]))
-        lines.append(f"| {r['seed']} | " + " | ".join(cell(m, n) for n in shown) + f" | {success} | "
+        lines.append(f"| {r['seed']} | " + " | ".join(cell(r, m, n) for n in shown) + f" | {success} | "
                      f"{r['best_alone']:.2f} | {per_master(r, 'best_master')} | {meets} | {meta} |")
     if s["n"]:
         mean, succ = s["mean_auc"], s["mean_success_auc"]
         lines.append("| mean | " + " | ".join(f"{mean[n]:.3f}" if n in mean else "-" for n in shown) + " | "
                      + " / ".join(frac(succ.get(n)) for n in masters + ["flat"]) + " | | | | |")
     return ("\n".join(lines) + "\n\n" + summary_line(s) + "\n" + ratio_line(s) + cpu_line(rows) + code_line(rows)
-            + "Bold: the master's interval lies above flat PPO's. " + "; ".join(f"{m}: {METHODS[m]}" for m in shown)
+            + "Bold: the master was ahead of flat PPO on that seed (paired, within the seed). " + "; ".join(f"{m}: {METHODS[m]}" for m in shown)
             + ".\n")
 
 
@@ -512,7 +538,7 @@ def gather(folders):
 def write_grid(out, grid, cells, runs, flags, log=print):
     """grid.json, grid.md and grid.png: per cell, every method's mean AUC over the seeds with its 95%
     t-interval over seeds, and for each master its difference from flat PPO (paired, over seeds), its ratio
-    to it, and on how many seeds its interval lay above flat's."""
+    to it, and on how many seeds it was ahead of flat (paired within the seed: a description)."""
     table = []
     for (label, _, _, _, folder), r in zip(cells, runs):
         rows = [row(s, r[s]) for s in sorted(r)]
@@ -527,11 +553,12 @@ def write_grid(out, grid, cells, runs, flags, log=print):
     shown = [m for m in METHODS if any(c[m] is not None for c in table)]
     masters = [m for m in MASTERS if any(m in c["summary"] for c in table)]
     show = lambda a: "-" if a is None else f"{a[0]:.3f} [{a[1][0]:.3f}, {a[1][1]:.3f}]"
+    count = lambda k: "-" if k is None else k
     quick = any(res.get("quick") for r in runs for res in r.values())
     lines = [f"**{QUICK_NOTE}**\n" * quick + f"`python -m lab {shlex.join(flags)} --seed S` over "
              + ", ".join(f"--{n} {' / '.join(v)}" for n, v in grid),
              "", "| " + " | ".join(names + shown + [f"{m} {what}" for m in masters for what in
-                                                    ("minus flat", "/ flat", "above flat", "at least twice flat")])
+                                                    ("minus flat", "/ flat", "ahead of flat", "at least twice flat")])
              + " |", "|" + " --- |" * (len(names) + len(shown) + 4 * len(masters))]
     for c in table:
         s = c["summary"]
@@ -540,12 +567,13 @@ def write_grid(out, grid, cells, runs, flags, log=print):
             d = s.get(m)
             per += (["-"] * 4 if d is None else
                     [f"{d['minus_flat']:+.3f} [{d['minus_flat_ci'][0]:+.3f}, {d['minus_flat_ci'][1]:+.3f}]",
-                     "-" if d["ratio"] is None else f"{d['ratio']:.2f}", f"{d['above_flat']} of {s['n']}",
-                     f"{d['twice_flat']} of {s['n']}"])
+                     "-" if d["ratio"] is None else f"{d['ratio']:.2f}", f"{count(d['above_flat'])} of {s['n']}",
+                     f"{count(d['twice_flat'])} of {s['n']}"])
         lines.append("| " + " | ".join([c["values"][n] for n in names] + [show(c[m]) for m in shown] + per) + " |")
     text = ("\n".join(lines) + "\n\nAUC: mean over meta-training seeds, 95% t-interval over seeds. / flat: the ratio "
-            "of the mean AUCs. At least twice flat: seeds on which the master's AUC was at least twice flat PPO's and "
-            "its interval lay above flat's.\n")
+            "of the mean AUCs. Ahead of flat: seeds on which the master's paired difference from flat PPO over the "
+            "seed's tasks had a 95% t-interval above 0 (a description; the verdict is the difference over seeds). At "
+            "least twice flat: of those, the seeds where its AUC was at least twice flat PPO's.\n")
     store.write_text(os.path.join(out, "grid.md"), text)
     if len(grid) <= 2:
         plots.plot_grid(os.path.join(out, "grid.png"), grid, table, " ".join(["python -m lab", *flags]))
@@ -604,7 +632,8 @@ def compare(steps):
             raise BadInput(f"{name}: its runs lack {', '.join(need)}; compare sweeps that ran both masters and flat "
                            "PPO")
         auc = lambda m: [r["methods"][m]["auc"] for r in rows]
-        above = lambda m: sum(r["methods"][m]["auc_ci"][0] > r["methods"]["flat"]["auc_ci"][1] for r in rows)
+        above = lambda m: sum(bool(ahead(r, m, "flat")) for r in rows) if all(
+            ahead(r, m, "flat") is not None for r in rows) else None
         cell = {m: interval(auc(m)) for m in METHODS if m in rows[0]["methods"]}
         for m in MASTERS:
             cell[f"{m}_minus_flat"] = interval(np.subtract(auc(m), auc("flat")))
@@ -622,21 +651,22 @@ def compare(steps):
     show = lambda a, sign="": f"{a[0]:{sign}.3f} [{a[1][0]:{sign}.3f}, {a[1][1]:{sign}.3f}]"
     shown = [m for m in METHODS if all(m in d for d in data)]
     frac = lambda x: "-" if x is None else f"{x:.2f}"
+    count = lambda k: "-" if k is None else k
     used = lambda u: "-" if u is None else f"{u[0]:.1f} (most used {u[1]:.2f})"
     lines = ["| setting | runs | " + " | ".join(shown) + " | mlsh minus flat | mlsh_options minus flat | runs with "
-             "mlsh / mlsh_options above flat | best master's score (mlsh / mlsh_options) | skills in use "
+             "mlsh / mlsh_options ahead of flat | best master's score (mlsh / mlsh_options) | skills in use "
              "| meta-training env steps, seconds |", "| --- " * (len(shown) + 8) + "|"]
     for d in data:
         lines.append(f"| {d['name']} | {d['runs']} | " + " | ".join(show(d[m]) for m in shown)
                      + f" | {show(d['mlsh_minus_flat'], '+')} | {show(d['mlsh_options_minus_flat'], '+')} | "
-                     f"{d['mlsh_above_flat']} / {d['mlsh_options_above_flat']} of {d['runs']} | "
+                     f"{count(d['mlsh_above_flat'])} / {count(d['mlsh_options_above_flat'])} of {d['runs']} | "
                      + " / ".join(frac(d["reach"][m]) for m in MASTERS)
                      + f" | {used(d['skills_used'])} | {d['env_steps'] / 1e6:.1f} M, "
                      + ("-" if d["seconds"] is None else f"{d['seconds']:.0f} s") + " |")
     notes = "".join(f"{d['name']}: {d[k]}" for d in data for k in ("cpu", "code") if d[k])
     text = (f"**{QUICK_NOTE}**\n\n" * quick + "\n".join(lines) + "\n\nAUC: mean over runs (meta-training seeds; "
-            "a setting of several sweeps pools their runs), 95% t-interval over runs. Above flat: runs on "
-            "which the method's interval lay above flat PPO's. Best master's score: what the skills allow each master "
+            "a setting of several sweeps pools their runs), 95% t-interval over runs. Ahead of flat: runs on "
+            "which the master was ahead of flat PPO, paired within the run (a description). Best master's score: what the skills allow each master "
             "(reach), mean over runs. Skills in use: "
             f"sub-policies that acted in at least {USED:.0%} of the last meta-training round's steps, mean over runs, "
             "and the most used one's share. Env steps and seconds: one run's meta-training.\n" + notes)

@@ -145,9 +145,9 @@ def test_quick_run_writes_results(tmp_path):
     # the AUCs of results.json; flat PPO is reported at its rate chosen on validation tasks
     meta, score, success = store.load_scores(tmp_path / store.SCORES)
     c = res["config"]
-    assert meta["tasks"] == res["skills_alone"]["tasks"] and meta["flat_lr"] == c["flat_lr"] == 0.03
-    assert set(score) == set(success) == {f"{m}@{lr:g}" for m, lr in [("mlsh", c["master_lr"]), ("flat", 0.03),
-        ("mlsh_options", c["master_lr"]), ("shared", 0.03), ("random_subs", c["master_lr"])]}
+    assert meta["tasks"] == res["skills_alone"]["tasks"] and meta["flat_lr"] == c["flat_lr"] == 0.01
+    assert set(score) == set(success) == {f"{m}@{lr:g}" for m, lr in [("mlsh", c["master_lr"]), ("flat", 0.01),
+        ("mlsh_options", c["master_lr"]), ("shared", 0.01), ("random_subs", c["master_lr"])]}
     for key, x in score.items():
         assert x.shape == (c["eval_seeds"], 2, c["eval_iters"]) and score[key].dtype == np.float64
         assert np.isclose(x.mean(), res["methods"][key.split("@")[0]]["auc"], atol=1e-6)
@@ -168,7 +168,7 @@ def test_flat_ppo_is_reported_at_its_validation_rate_and_the_best_on_test_only_b
 def test_the_lab_runs_mlsh_py_s_test_and_prints_what_mlsh_py_prints(tmp_path):
     # the same settings (the family's own, then --quick's): the same methods, the same AUCs and intervals
     code, out, err = lab("--quick", "--env", "bandits", "--methods", "mlsh", "mlsh_options", "flat", "--flat-lr",
-                         "0.03", "--no-plots", "--out", str(tmp_path))
+                         "0.01", "--no-plots", "--out", str(tmp_path))
     assert code == 0, err
     by_mlsh = subprocess.run([sys.executable, "mlsh.py", "--quick", "--env", "bandits"], cwd=ROOT, capture_output=True,
                              text=True).stdout
@@ -176,7 +176,7 @@ def test_the_lab_runs_mlsh_py_s_test_and_prints_what_mlsh_py_prints(tmp_path):
     for m in ("mlsh", "mlsh_options", "flat"):
         assert row(out, m) == row(by_mlsh, m), m
     res = json.loads((tmp_path / "results.json").read_text())
-    assert res["methods"]["flat"]["lr"] == 0.03 and res["config"]["flat_lrs"] == [0.03]
+    assert res["methods"]["flat"]["lr"] == 0.01 and res["config"]["flat_lrs"] == [0.01]
 
 
 def test_methods_and_the_validation_split(tmp_path):

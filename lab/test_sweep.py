@@ -186,16 +186,18 @@ def test_a_table_of_seeds_from_different_cpus_or_code_says_so():
     assert sweep.code_line(code[:1]) == ""
 
 
-def test_summary_counts_intervals_and_takes_a_t_interval_of_the_paired_difference_over_seeds():
+def test_summary_takes_a_t_interval_of_the_paired_difference_over_seeds_and_counts_seeds_ahead_as_a_description():
 
-    def run(seed, mlsh_ci, flat_ci, other_ci):
+    def run(seed, mlsh_ci, flat_ci, ahead_of):
         m = lambda ci: {"auc": sum(ci) / 2, "auc_ci": ci, "success_auc": 0.5, "iters_to_80": None}
         return {"seed": seed, "methods": {"mlsh": m(mlsh_ci), "mlsh_options": m([0.0, 0.1]),
-                                          "flat": {**m(flat_ci), "lr": 0.01}, "shared": m(other_ci),
-                                          "random_subs": m([0.0, 0.1])}, "best_alone": 1.0}
-    rows = [run(0, [0.6, 0.8], [0.3, 0.5], [0.1, 0.2]),    # above flat and above all
-            run(1, [0.6, 0.8], [0.3, 0.5], [0.5, 0.7]),    # above flat, not above shared
-            run(2, [0.4, 0.6], [0.3, 0.5], [0.1, 0.2]),    # overlaps flat
+                                          "flat": {**m(flat_ci), "lr": 0.01}, "shared": m([0.1, 0.2]),
+                                          "random_subs": m([0.0, 0.1])}, "best_alone": 1.0,
+                "ahead": {"mlsh": {b: b in ahead_of for b in ("flat", "shared", "random_subs")},
+                          "mlsh_options": {b: False for b in ("flat", "shared", "random_subs")}}}
+    rows = [run(0, [0.6, 0.8], [0.3, 0.5], {"flat", "shared", "random_subs"}),   # ahead of flat and of all
+            run(1, [0.6, 0.8], [0.3, 0.5], {"flat", "random_subs"}),             # ahead of flat, not of shared
+            run(2, [0.4, 0.6], [0.3, 0.5], set()),                               # ahead of none
             {"seed": 3, "error": "exit code 2: lab: meta-training stopped"}]
     s = sweep.summary(rows)
     m = s["mlsh"]
@@ -208,10 +210,26 @@ def test_summary_counts_intervals_and_takes_a_t_interval_of_the_paired_differenc
     text = sweep.table(rows, s)
     assert "| 0 | **0.700 [0.600, 0.800]** |" in text and "| 2 | 0.500 [0.400, 0.600] |" in text
     assert "| 3 | failed: exit code 2" in text and "1 seed(s) failed" in text
+    assert "3 seeds, mlsh: AUC minus flat's +0.233" in text and "), level; ahead of flat PPO on 2 of 3 seeds" in text
     assert m["ratio"] == pytest.approx((0.7 + 0.7 + 0.5) / 3 / 0.4) and m["twice_flat"] == 0
-    twice = sweep.summary([run(0, [0.8, 0.9], [0.3, 0.5], [0.1, 0.2]), run(1, [0.6, 0.9], [0.3, 0.5], [0.1, 0.2])])
+    twice = sweep.summary([run(0, [0.8, 0.9], [0.3, 0.5], {"flat"}), run(1, [0.6, 0.9], [0.3, 0.5], {"flat"})])
     assert twice["mlsh"]["twice_flat"] == 1                # 0.85 >= 2 x 0.4; 0.75 is not
-    assert "mlsh at least twice flat PPO with the intervals apart on 1 of 2 seeds" in sweep.table(rows[:1], twice)
+    assert "mlsh at least twice flat PPO and ahead of it on 1 of 2 seeds" in sweep.table(rows[:1], twice)
+    unknown = sweep.summary([{**r, "ahead": {}} for r in rows[:2]])      # runs that kept no scores
+    assert unknown["mlsh"]["above_flat"] is None and "ahead of flat PPO on - of 2" in sweep.table(rows[:2], unknown)
+
+
+def test_ahead_on_a_seed_is_a_paired_comparison_over_its_tasks(tmp_path):
+    """A master whose every task's learners beat flat PPO's on the same task and stream is ahead on the
+    seed, though its learners' spread (unpaired intervals) overlaps flat's."""
+    rng = np.random.default_rng(0)
+    task = rng.uniform(0.1, 0.9, size=(1, 8, 1))                           # tasks of very different difficulty
+    flat = np.repeat(task + rng.normal(0, 0.01, (2, 8, 1)), 5, axis=2)     # (eval seeds, tasks, iterations)
+    score = {"mlsh@0.01": flat + 0.03, "mlsh_options@0.01": flat - 0.03, "flat@0.01": flat}
+    store.save_scores(str(tmp_path / store.SCORES), score, score, {"flat_lr": 0.01, "tasks": list(range(8))})
+    ahead = sweep.paired_ahead({"folder": str(tmp_path)})
+    assert ahead == {"mlsh": {"flat": True}, "mlsh_options": {"flat": False}}
+    assert sweep.paired_ahead({"folder": str(tmp_path / "none")}) == {}
 
 
 @pytest.mark.parametrize("argv, flags", [
