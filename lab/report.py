@@ -3,7 +3,7 @@
 Every row of lab/RESULTS.md keeps every learner's scores in lab/scores/NAME.npz (a sweep's scores.npz,
 committed), so any statistic can be computed again without training:
 
-    python -m lab.report                          # remake every marked table of lab/RESULTS.md
+    python -m lab.report                          # remake every marked table of lab/RESULTS.md and README.md
     python -m lab.report --check                  # which tables differ from what their scores give (exit 1)
     python -m lab.report --add NAME runs/sweep-X  # commit a finished sweep's scores as the row NAME
     python -m lab.report --show NAME              # one row's table, printed
@@ -26,7 +26,7 @@ from lab import stats, store
 from lab.settings import METHODS, TASK_FIELDS, Settings, make_family
 
 SCORES = os.path.join(store.ROOT, "lab", "scores")
-DOCUMENT = os.path.join(store.ROOT, "lab", "RESULTS.md")
+DOCUMENTS = [os.path.join(store.ROOT, "lab", "RESULTS.md"), os.path.join(store.ROOT, "README.md")]
 MASTERS = ("mlsh", "mlsh_options")
 COMPARED = ("mlsh", "mlsh_options", "shared", "random_subs")      # each against flat PPO
 
@@ -191,15 +191,18 @@ def rates(name, meta, score):
 
 
 def verdict(names):
-    """A line per row: each method against flat PPO, paired over seeds, and its word."""
-    lines = ["| row | seeds | " + " | ".join(f"{m} minus flat PPO" for m in COMPARED) + " |",
-             "|" + " --- |" * (2 + len(COMPARED))]
+    """A line per row: its command, seeds, and each method against flat PPO, paired over seeds, with its word
+    (flat PPO's own mean AUC beside)."""
+    lines = ["| row | `python -m lab.sweep` | seeds | flat PPO | " + " | ".join(f"{m} minus flat PPO" for m in COMPARED)
+             + " |", "|" + " --- |" * (4 + len(COMPARED))]
     for name in names:
         meta, score, _ = read(name)
         s = row_stats(meta, score)
         cell = lambda m: "-" if m not in s["vs_flat"] else (
             f"{signed((s['vs_flat'][m]['diff']['mean'], s['vs_flat'][m]['diff']['ci']))} **{s['vs_flat'][m]['word']}**")
-        lines.append(f"| {name} | {s['n']} | " + " | ".join(cell(m) for m in COMPARED) + " |")
+        flags = meta["command"].removeprefix("python -m lab.sweep ")
+        lines.append(f"| {name} | `{flags}` | {s['n']} | {s['methods']['flat']['mean'][0]:.3f} | "
+                     + " | ".join(cell(m) for m in COMPARED) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -225,6 +228,23 @@ def older():
     return "\n".join(lines) + "\n"
 
 
+def coverage(reps=4000):
+    """How often each interval over seeds holds the true difference, simulated (stats.coverage): the
+    verdict's t-interval, and the percentile bootstrap over seed means the older tables drew, at 5 and 10
+    seeds, for normal and skewed (gamma, shape 4) seed effects."""
+    draws = {"normal": lambda rng, shape: rng.normal(0.0, 0.1, shape),
+             "skewed (gamma, shape 4)": lambda rng, shape: rng.gamma(4.0, 0.05, shape) - 0.2}
+    lines = ["| seed effects | seeds | t-interval over seeds (the verdict; 4,000 rows) | percentile bootstrap over seed "
+             "means (2,000 rows of 1,000 replications) |",
+             "| --- | --- | --- | --- |"]
+    for name, draw in draws.items():
+        for n in (5, 10):
+            t = stats.coverage(n, draw, np.random.default_rng(n), reps=reps)
+            b = stats.coverage(n, draw, np.random.default_rng(n), reps=reps // 2, method="bootstrap", boot=1000)
+            lines.append(f"| {name} | {n} | {t:.3f} | {b:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def read(name):
     """A row's committed scores (lab/scores/NAME.npz): (meta, score, success)."""
     path = os.path.join(SCORES, f"{name}.npz")
@@ -234,15 +254,15 @@ def read(name):
     return store.load_scores(path)
 
 
-MARK = re.compile(r"<!-- (table|rates|verdict|older|costs) ?([^>]*?) -->\n(.*?)<!-- end -->", re.S)
+MARK = re.compile(r"<!-- (table|rates|verdict|older|costs|coverage) ?([^>]*?) -->\n(.*?)<!-- end -->", re.S)
 
 
 def remake(text):
     """The document with every marked table made again from its scores."""
     def one(m):
         kind, names = m.group(1), m.group(2).split()
-        if kind in ("verdict", "older", "costs"):
-            body = verdict(names) if kind == "verdict" else older() if kind == "older" else costs()
+        if kind in ("verdict", "older", "costs", "coverage"):
+            body = {"verdict": lambda: verdict(names), "older": older, "costs": costs, "coverage": coverage}[kind]()
         else:
             body = {"table": table, "rates": rates}[kind](names[0], *read(names[0])[:2])
         return f"<!-- {' '.join([kind, *names])} -->\n{body}<!-- end -->"
@@ -276,13 +296,14 @@ def add(name, folder, replace=False):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m lab.report", description="Remake lab/RESULTS.md's tables from the "
-                                "scores kept in lab/scores/, or add a sweep's scores as a row.")
+    p = argparse.ArgumentParser(prog="python -m lab.report", description="Remake the tables of lab/RESULTS.md and "
+                                "the README's verdict from the scores kept in lab/scores/, or add a sweep's scores "
+                                "as a row.")
     p.add_argument("--check", action="store_true", help="say which tables differ from their scores (exit 1 if any)")
     p.add_argument("--add", nargs=2, metavar=("NAME", "DIR"), help="keep DIR/scores.npz as lab/scores/NAME.npz")
     p.add_argument("--replace", action="store_true", help="with --add: in place of the row's kept scores")
     p.add_argument("--show", metavar="NAME", help="print one row's table")
-    p.add_argument("--document", default=DOCUMENT, help=argparse.SUPPRESS)
+    p.add_argument("--document", action="append", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     try:
         if args.add:
@@ -291,14 +312,18 @@ def main(argv=None):
         if args.show:
             print(table(args.show, *read(args.show)[:2]))
             return
-        with open(args.document) as f:
-            text = f.read()
+        stale_ones = []
+        for document in args.document or DOCUMENTS:
+            with open(document) as f:
+                text = f.read()
+            if args.check:
+                stale_ones += [f"{os.path.relpath(document, store.ROOT)}: {m}" for m in stale(text)]
+                continue
+            store.write_text(document, remake(text))
+            print(f"remade {len(MARK.findall(text))} table(s) in {document}")
         if args.check:
-            old = stale(text)
-            print("\n".join(f"stale: {m}" for m in old) or "every table is what its scores give")
-            raise SystemExit(1 if old else 0)
-        store.write_text(args.document, remake(text))
-        print(f"remade {len(MARK.findall(text))} table(s) in {args.document}")
+            print("\n".join(f"stale: {m}" for m in stale_ones) or "every table is what its scores give")
+            raise SystemExit(1 if stale_ones else 0)
     except (BadInput, ValueError) as e:
         print(f"report: {e}", file=sys.stderr)
         raise SystemExit(2)

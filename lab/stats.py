@@ -123,12 +123,18 @@ def split(measure, values, at):
             "mean_below": kind(~high)}
 
 
-def coverage(n_seeds, draw, rng, reps=4000, tasks=16, truth=0.1, level=LEVEL):
-    """How often the verdict's interval (`paired`'s t-interval over seed means) holds the true mean
-    difference, simulated: `reps` rows of n_seeds seeds x `tasks` tasks, each difference truth + a seed
-    effect shared by all tasks of the seed (draw(rng, shape), mean 0) + independent task noise."""
+def coverage(n_seeds, draw, rng, reps=4000, tasks=16, truth=0.1, level=LEVEL, method="t", boot=2000):
+    """How often an interval over seeds holds the true mean difference, simulated: `reps` rows of n_seeds
+    seeds x `tasks` tasks, each difference truth + a seed effect shared by all tasks of the seed
+    (draw(rng, shape), mean 0) + independent task noise. method "t": the verdict's interval (paired's
+    t-interval over seed means); "bootstrap": the percentile bootstrap over seed means (`boot` replications)
+    that the older tables drew."""
     effect = draw(rng, (reps, n_seeds, 1))
     noise = rng.normal(0.0, 0.1, size=(reps, n_seeds, tasks))
     diffs = (truth + effect + noise).mean(axis=-1)                   # (reps, seeds): the seed means
-    _, low, high = t_interval(diffs, level)
+    if method == "t":
+        _, low, high = t_interval(diffs, level)
+    else:
+        means = np.take_along_axis(diffs[:, None, :], rng.integers(0, n_seeds, (reps, boot, n_seeds)), 2).mean(-1)
+        low, high = np.percentile(means, [50 * (1 - level), 50 * (1 + level)], axis=1)
     return float(np.mean((low <= truth) & (truth <= high)))
