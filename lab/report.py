@@ -126,7 +126,8 @@ def table(name, meta, score):
              "[stratified bootstrap] | seeds ahead |", "|" + " --- |" * 9]
     for m, r in s["methods"].items():
         v = s["vs_flat"].get(m)
-        label = f"flat PPO (lr {meta['flat_lr']:g}, chosen on validation tasks)" if m == "flat" else m
+        test = meta["config"].get("eval_split", "test") == "test"
+        label = (f"flat PPO (lr {meta['flat_lr']:g}{', chosen on validation tasks' * test})" if m == "flat" else m)
         mean = f"{r['mean'][0]:.3f} [{r['mean'][1]:.3f}, {r['mean'][2]:.3f}]"
         cells = [label, mean, plain(r["boot_mean"]), plain(r["iqm"])]
         cells += (["", "", "", "", ""] if v is None else
@@ -150,8 +151,9 @@ def table(name, meta, score):
         lines.append(f"flat PPO's best rate on the test tasks themselves (not a result): lr {best['lr']:g}, "
                      f"{best['auc']:.3f}")
     m_steps, t_steps, tasks = cost(meta["config"])
-    lines.append(f"meta-training: {m_steps / 1e6:.2f} M env steps; a new task: {t_steps:,}; meta-training pays for "
-                 f"itself after {tasks} new tasks at the least")
+    if meta["config"].get("eval_split", "test") == "test" and "mlsh" in s["methods"]:
+        lines.append(f"meta-training: {m_steps / 1e6:.2f} M env steps; a new task: {t_steps:,}; meta-training "
+                     f"pays for itself after {tasks} new tasks at the least")
     return "\n".join(lines) + "\n"
 
 

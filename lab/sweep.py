@@ -16,8 +16,10 @@ seed whose folder already holds a results.json of the same settings and code is
 not run again, and one stopped half-way resumes from its checkpoint: an
 interrupted sweep carries on where it stopped. The summary goes into
 DIR/sweep.json, DIR/sweep.md (the table, also printed), DIR/sweep.png (AUC per
-seed) and DIR/curves.png (fine-tuning curves). Intervals over seeds are 95%
-t-intervals (mlsh.interval), which hold their coverage at 5 and 10 seeds.
+seed), DIR/curves.png (fine-tuning curves) and DIR/scores.npz (every learner's
+scores of every seed, which python -m lab.report keeps as a row of the results).
+The verdict against flat PPO is the paired difference over seeds with its 95%
+t-interval, which holds its coverage at 5 and 10 seeds (lab/stats.py).
 """
 import argparse
 import contextlib
