@@ -138,6 +138,17 @@ def table(name, meta, score):
     lines.append("")
     for m, v in s["vs_flat"].items():
         lines.append(f"{m} minus flat PPO, seed by seed: " + " ".join(f"{d:+.3f}" for d in v["diff"]["per_seed"]))
+    runs = meta["runs"]
+    frac = lambda x: "-" if x is None else f"{x:.2f}"
+    for m in [m for m in MASTERS if m in s["methods"]]:
+        best = [(r.get("best_master") or {}).get(m) for r in runs]
+        if any(b is not None for b in best):
+            lines.append(f"what the skills allow {m} (the best master's score over them, `reach`), seed by seed: "
+                         + " ".join(frac(b) for b in best))
+    meets = [((r.get("random_master_meets") or {}).get("mlsh"), r.get("random_walk_meets")) for r in runs]
+    if any(a is not None for a, _ in meets):
+        lines.append("a uniformly random mlsh master / a random walk meets the goal in this share of episodes, seed by "
+                     "seed: " + " ".join(f"{frac(a)}/{frac(b)}" for a, b in meets))
     split = meta.get("split")
     if split:
         values = [r[split["measure"]] for r in meta["runs"]]
@@ -146,10 +157,13 @@ def table(name, meta, score):
             lines.append(f"{m}: {split['measure']} >= {k['at']} on {k['above']} of {k['n']} seeds; minus flat PPO "
                          f"{fmt(k['mean_above'])} on those, {fmt(k['mean_below'])} on the rest (two kinds of seed: "
                          f"a description, not a test)")
-    best = meta.get("flat_best_on_test")
-    if best:
-        lines.append(f"flat PPO's best rate on the test tasks themselves (not a result): lr {best['lr']:g}, "
-                     f"{best['auc']:.3f}")
+    sweep = {float(k.split("@")[1]): stats.seed_means(auc(score[k])).mean() for k in score if k.startswith("flat@")}
+    best = max(sweep, key=sweep.get) if sweep else None
+    if meta["config"].get("eval_split", "test") == "test" and len(sweep) > 1:
+        lines.append("flat PPO's sweep on the test tasks themselves, mean AUC (not a result): "
+                     + ", ".join(f"{v:.3f} at {lr:g}" for lr, v in sorted(sweep.items()))
+                     + (f"; the best, {best:g}, is the validation's rate" if best == meta["flat_lr"] else
+                        f"; the best, {best:g}, is not the validation's rate"))
     m_steps, t_steps, tasks = cost(meta["config"])
     if meta["config"].get("eval_split", "test") == "test" and "mlsh" in s["methods"]:
         lines.append(f"meta-training: {m_steps / 1e6:.2f} M env steps; a new task: {t_steps:,}; meta-training "
@@ -195,15 +209,15 @@ def rates(name, meta, score):
 def verdict(names):
     """A line per row: its command, seeds, and each method against flat PPO, paired over seeds, with its word
     (flat PPO's own mean AUC beside)."""
-    lines = ["| row | `python -m lab.sweep` | seeds | flat PPO | " + " | ".join(f"{m} minus flat PPO" for m in COMPARED)
-             + " |", "|" + " --- |" * (4 + len(COMPARED))]
+    lines = ["| row | `python -m lab.sweep` | seeds, commit, CPU | flat PPO | "
+             + " | ".join(f"{m} minus flat PPO" for m in COMPARED) + " |", "|" + " --- |" * (4 + len(COMPARED))]
     for name in names:
         meta, score, _ = read(name)
         s = row_stats(meta, score)
         cell = lambda m: "-" if m not in s["vs_flat"] else (
             f"{signed((s['vs_flat'][m]['diff']['mean'], s['vs_flat'][m]['diff']['ci']))} **{s['vs_flat'][m]['word']}**")
         flags = meta["command"].removeprefix("python -m lab.sweep ")
-        lines.append(f"| {name} | `{flags}` | {s['n']} | {s['methods']['flat']['mean'][0]:.3f} | "
+        lines.append(f"| {name} | `{flags}` | {where(meta)} | {s['methods']['flat']['mean'][0]:.3f} | "
                      + " | ".join(cell(m) for m in COMPARED) + " |")
     return "\n".join(lines) + "\n"
 
