@@ -29,6 +29,14 @@ SCORES = os.path.join(store.ROOT, "lab", "scores")
 DOCUMENTS = [os.path.join(store.ROOT, "lab", "RESULTS.md"), os.path.join(store.ROOT, "README.md")]
 MASTERS = ("mlsh", "mlsh_options")
 COMPARED = ("mlsh", "mlsh_options", "shared", "random_subs")      # each against flat PPO
+# rows whose seeds split into two kinds, by a per-seed measure: the bandit skills split (the best sub-policy
+# alone succeeds 0.9 of the time or more) or not. Their word is a description (stats.split), not a test
+SPLITS = {"bandits": ("best_alone", 0.9)}
+
+
+def split_of(name):
+    """(measure, threshold) where the row `name` is one of SPLITS' families (bandits, bandits-w9u1), else None."""
+    return next((v for k, v in SPLITS.items() if name == k or name.startswith(k + "-")), None)
 
 
 class BadInput(Exception):
@@ -56,7 +64,7 @@ def method_keys(meta, score):
     return keys
 
 
-def row_stats(meta, score, rng=None):
+def row_stats(meta, score, rng=None, name=None):
     """Every statistic of one row from its scores (a sweep's pooled scores: (seeds, evaluation seeds, tasks,
     iterations) per method key). Per method: the mean AUC over seeds with its t-interval, and the mean and
     IQM with rliable's stratified bootstrap intervals (score matrix: seeds x tasks). Per method against flat
@@ -84,6 +92,11 @@ def row_stats(meta, score, rng=None):
                              "p_rliable": stats.stratified([stats.per_task(a[m]), stats.per_task(a["flat"])],
                                                            stats.improvement, rng),
                              "ahead_seeds": int(np.sum(low > 0))}
+        kinds = split_of(name or "")
+        if kinds and all(kinds[0] in r for r in meta["runs"]):
+            k = stats.split([r[kinds[0]] for r in meta["runs"]], d["per_seed"], kinds[1])
+            if 0 < k["above"] < k["n"]:                 # two kinds indeed: a description instead of a word
+                out["vs_flat"][m].update(word="two kinds of seed", split={**k, "measure": kinds[0]})
     return out
 
 
@@ -119,7 +132,7 @@ def where(meta):
 
 def table(name, meta, score):
     """A row's table: the command, where it ran, a line per method, the per-seed differences, the cost."""
-    s = row_stats(meta, score)
+    s = row_stats(meta, score, name=name)
     lines = [f"`{meta['command']}` ({where(meta)})", "",
              "| method | mean AUC [t, over seeds] | mean [stratified bootstrap] | IQM [stratified bootstrap] | minus "
              "flat PPO, paired [t, over seeds] | verdict | P(improvement), paired [t] | P(improvement), rliable's "
@@ -149,14 +162,12 @@ def table(name, meta, score):
     if any(a is not None for a, _ in meets):
         lines.append("a uniformly random mlsh master / a random walk meets the goal in this share of episodes, seed by "
                      "seed: " + " ".join(f"{frac(a)}/{frac(b)}" for a, b in meets))
-    split = meta.get("split")
-    if split:
-        values = [r[split["measure"]] for r in meta["runs"]]
-        for m, v in s["vs_flat"].items():
-            k = stats.split(values, v["diff"]["per_seed"], split["at"])
-            lines.append(f"{m}: {split['measure']} >= {k['at']} on {k['above']} of {k['n']} seeds; minus flat PPO "
-                         f"{fmt(k['mean_above'])} on those, {fmt(k['mean_below'])} on the rest (two kinds of seed: "
-                         f"a description, not a test)")
+    for m, v in s["vs_flat"].items():
+        if v.get("split"):
+            k = v["split"]
+            lines.append(f"{m}: the skills split ({k['measure']} >= {k['at']}) on {k['above']} of {k['n']} seeds; "
+                         f"minus flat PPO {fmt(k['mean_above'])} on those, {fmt(k['mean_below'])} on the rest (two kinds "
+                         f"of seed: a description, not a test)")
     sweep = {float(k.split("@")[1]): stats.seed_means(auc(score[k])).mean() for k in score if k.startswith("flat@")}
     best = max(sweep, key=sweep.get) if sweep else None
     if meta["config"].get("eval_split", "test") == "test" and len(sweep) > 1:
@@ -213,9 +224,17 @@ def verdict(names):
              + " | ".join(f"{m} minus flat PPO" for m in COMPARED) + " |", "|" + " --- |" * (4 + len(COMPARED))]
     for name in names:
         meta, score, _ = read(name)
-        s = row_stats(meta, score)
-        cell = lambda m: "-" if m not in s["vs_flat"] else (
-            f"{signed((s['vs_flat'][m]['diff']['mean'], s['vs_flat'][m]['diff']['ci']))} **{s['vs_flat'][m]['word']}**")
+        s = row_stats(meta, score, name=name)
+
+        def cell(m):
+            if m not in s["vs_flat"]:
+                return "-"
+            v = s["vs_flat"][m]
+            if v.get("split"):
+                k = v["split"]
+                return (f"{signed((v['diff']['mean'], v['diff']['ci']))}; the skills split on {k['above']} of {k['n']} "
+                        f"seeds: {fmt(k['mean_above'])} there, {fmt(k['mean_below'])} elsewhere (a description)")
+            return f"{signed((v['diff']['mean'], v['diff']['ci']))} **{v['word']}**"
         flags = meta["command"].removeprefix("python -m lab.sweep ")
         lines.append(f"| {name} | `{flags}` | {where(meta)} | {s['methods']['flat']['mean'][0]:.3f} | "
                      + " | ".join(cell(m) for m in COMPARED) + " |")

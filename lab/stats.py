@@ -91,7 +91,7 @@ def paired_improvement(a, b):
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     wins = ((a > b) + 0.5 * (a == b)).reshape(len(a), -1).mean(axis=1)
     mean, low, high = t_interval(wins)
-    return {"mean": mean, "ci": [low, high], "per_seed": wins.tolist()}
+    return {"mean": mean, "ci": [max(low, 0.0), min(high, 1.0)], "per_seed": wins.tolist()}   # a probability
 
 
 def stratified(arrays, statistic, rng, reps=REPS, level=LEVEL):

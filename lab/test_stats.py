@@ -156,3 +156,15 @@ def test_rates_table_names_the_best_and_whether_it_is_inside_the_sweep(tmp_path)
 def test_the_results_documents_tables_and_the_readmes_verdict_are_what_their_kept_scores_give(document):
     with open(document) as f:
         assert report.stale(f.read()) == []
+
+
+def test_a_row_whose_seeds_split_into_two_kinds_gets_a_description_not_a_word(tmp_path):
+    meta, score, _ = store.load_scores(os.path.join(fake_row(str(tmp_path / "s")), "scores.npz"))
+    for r, alone in zip(meta["runs"], [0.95, 0.45, 0.93, 0.94, 0.5]):
+        r["best_alone"] = alone
+    v = report.row_stats(meta, score, name="bandits-w9u1")["vs_flat"]["mlsh"]
+    assert v["word"] == "two kinds of seed" and (v["split"]["above"], v["split"]["n"]) == (3, 5)
+    assert report.row_stats(meta, score, name="fourrooms")["vs_flat"]["mlsh"]["word"] == "ahead"
+    for r in meta["runs"]:
+        r["best_alone"] = 0.95                                            # one kind: the word stands
+    assert report.row_stats(meta, score, name="bandits")["vs_flat"]["mlsh"]["word"] == "ahead"
