@@ -121,7 +121,9 @@ def cost(config):
 def where(meta):
     """The seeds, commit(s) and CPU(s) of a row, in one line."""
     runs = meta["runs"]
-    seeds = ", ".join(str(r["seed"]) for r in runs)
+    ids = [r["seed"] for r in runs]
+    seeds = f"{ids[0]}-{ids[-1]}" if len(ids) > 2 and ids == list(range(ids[0], ids[-1] + 1)) else \
+        ", ".join(map(str, ids))
     commits = sorted({str(r.get("commit")) for r in runs})
     cpus = {}
     for r in runs:
