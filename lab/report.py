@@ -118,6 +118,11 @@ def cost(config):
     return meta, task, int(np.ceil(meta / task))
 
 
+def command(meta):
+    """A row's command as said from the repository's root (a folder under it, relative)."""
+    return meta["command"].replace(store.ROOT + os.sep, "")
+
+
 def where(meta):
     """The seeds, commit(s) and CPU(s) of a row, in one line."""
     runs = meta["runs"]
@@ -135,7 +140,7 @@ def where(meta):
 def table(name, meta, score):
     """A row's table: the command, where it ran, a line per method, the per-seed differences, the cost."""
     s = row_stats(meta, score, name=name)
-    lines = [f"`{meta['command']}` ({where(meta)})", "",
+    lines = [f"`{command(meta)}` ({where(meta)})", "",
              "| method | mean AUC [t, over seeds] | mean [stratified bootstrap] | IQM [stratified bootstrap] | minus "
              "flat PPO, paired [t, over seeds] | verdict | P(improvement), paired [t] | P(improvement), rliable's "
              "[stratified bootstrap] | seeds ahead |", "|" + " --- |" * 9]
@@ -210,7 +215,7 @@ def rates(name, meta, score):
     means = {lr: stats.t_interval(stats.seed_means(auc(score[k]))) for lr, k in flat}
     best = max(means, key=lambda lr: means[lr][0])
     edge = best in (flat[0][0], flat[-1][0])
-    lines = [f"`{meta['command']}` ({where(meta)})", "", "| flat PPO's rate | mean AUC [t, over seeds] |",
+    lines = [f"`{command(meta)}` ({where(meta)})", "", "| flat PPO's rate | mean AUC [t, over seeds] |",
              "| --- | --- |"]
     lines += [f"| {lr:g}{' (best)' if lr == best else ''} | {m:.3f} [{lo:.3f}, {hi:.3f}] |"
               for lr, (m, lo, hi) in means.items()]
@@ -237,7 +242,7 @@ def verdict(names):
                 return (f"{signed((v['diff']['mean'], v['diff']['ci']))}; the skills split on {k['above']} of {k['n']} "
                         f"seeds: {fmt(k['mean_above'])} there, {fmt(k['mean_below'])} elsewhere (a description)")
             return f"{signed((v['diff']['mean'], v['diff']['ci']))} **{v['word']}**"
-        flags = meta["command"].removeprefix("python -m lab.sweep ")
+        flags = command(meta).removeprefix("python -m lab.sweep ")
         lines.append(f"| {name} | `{flags}` | {where(meta)} | {s['methods']['flat']['mean'][0]:.3f} | "
                      + " | ".join(cell(m) for m in COMPARED) + " |")
     return "\n".join(lines) + "\n"
