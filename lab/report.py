@@ -173,8 +173,8 @@ def table(name, meta, score):
         if v.get("split"):
             k = v["split"]
             lines.append(f"{m}: the skills split ({k['measure']} >= {k['at']}) on {k['above']} of {k['n']} seeds; "
-                         f"minus flat PPO {fmt(k['mean_above'])} on those, {fmt(k['mean_below'])} on the rest (two kinds "
-                         f"of seed: a description, not a test)")
+                         f"minus flat PPO {fmt(k['mean_above'])} on those, {fmt(k['mean_below'])} on the rest (two "
+                         f"kinds of seed: a description, not a test)")
     sweep = {float(k.split("@")[1]): stats.seed_means(auc(score[k])).mean() for k in score if k.startswith("flat@")}
     best = max(sweep, key=sweep.get) if sweep else None
     if meta["config"].get("eval_split", "test") == "test" and len(sweep) > 1:
@@ -265,8 +265,8 @@ def older():
             b = [float(x) for x in np.percentile(boot, [2.5, 97.5])]
             mean, low, high = stats.t_interval(d)
             old, new = stats.word(b), stats.word([low, high])
-            lines.append(f"| {name} | {r['commit']} | {len(d)} | {m} | {mean:+.3f} | [{b[0]:+.3f}, {b[1]:+.3f}] | {old} "
-                         f"| [{low:+.3f}, {high:+.3f}] | {new} | {'**yes**' if old != new else 'no'} |")
+            lines.append(f"| {name} | {r['commit']} | {len(d)} | {m} | {mean:+.3f} | [{b[0]:+.3f}, {b[1]:+.3f}] "
+                         f"| {old} | [{low:+.3f}, {high:+.3f}] | {new} | {'**yes**' if old != new else 'no'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -276,8 +276,8 @@ def coverage(reps=4000):
     seeds, for normal and skewed (gamma, shape 4) seed effects."""
     draws = {"normal": lambda rng, shape: rng.normal(0.0, 0.1, shape),
              "skewed (gamma, shape 4)": lambda rng, shape: rng.gamma(4.0, 0.05, shape) - 0.2}
-    lines = ["| seed effects | seeds | t-interval over seeds (the verdict; 4,000 rows) | percentile bootstrap over seed "
-             "means (2,000 rows of 1,000 replications) |",
+    lines = ["| seed effects | seeds | t-interval over seeds (the verdict; 4,000 rows) | percentile bootstrap over "
+             "seed means (2,000 rows of 1,000 replications) |",
              "| --- | --- | --- | --- |"]
     for name, draw in draws.items():
         for n in (5, 10):

@@ -181,8 +181,9 @@ def meta_train(cfg, family, ckpt, resume, log):
 
 def evaluations(cfg, family, subs, path, key, kept):
     """Every method's fine-tuning, by mlsh.evaluate: baselines.learners, then the shared policy at flat PPO's
-    rate (cfg.flat_lr, chosen on validation tasks). Each is kept in the file `path` as it finishes (store.save_kept, by method and rate), so
-    that a stopped evaluation carries on where it stopped: one kept for these settings, this code and
+    rate (cfg.flat_lr, chosen on validation tasks). Each is kept in the file `path` as it finishes
+    (store.save_kept, by method and rate), so that a stopped evaluation carries on where it stopped: one kept
+    for these settings, this code and
     these very sub-policies (`kept`: store.kept_for) is not run again, and gives the kept curves and a
     stand-in for the learners, learner 0's master alone (all that play_episode needs). Every fine-tuning
     starts from the seed's stream, so kept and new results are the same numbers. Yields (name, lr, score,
@@ -383,18 +384,18 @@ def main(argv=None):
                             {"mean": float(np.nanmean(v[held])), "per_task": v[held].round(3).tolist()}
                             for k, v in maps.items()}
     reached = None if maps is None else on_held(maps)
-    store.write_json(os.path.join(out, "results.json"),
-                     {"format": store.FORMAT, "config": dataclasses.asdict(cfg), "methods": results,
-                      "skills_alone": skills, "reach": reached, "meta_training": history,
-                      "seconds": {"meta_training": t_meta, "evaluation": t_eval}, "quick": opts.quick,
-                      "cpu": store.cpu(), "code": code, "commit": commit, "scores": store.SCORES,
-                      **({"skills_code": skills_code} if opts.eval_only else {})})
     store.save_scores(os.path.join(out, store.SCORES),
                       {k: store.learners(score, cfg.eval_seeds) for k, (score, _) in curves.items()},
                       {k: store.learners(success, cfg.eval_seeds) for k, (_, success) in curves.items()},
                       {"tasks": held.tolist(), "seed": cfg.seed, "config": dataclasses.asdict(cfg), "code": code,
                        "commit": commit, "cpu": store.cpu(), "seconds": {"meta_training": t_meta, "evaluation": t_eval},
                        "flat_lr": cfg.flat_lr, "quick": opts.quick})
+    store.write_json(os.path.join(out, "results.json"),
+                     {"format": store.FORMAT, "config": dataclasses.asdict(cfg), "methods": results,
+                      "skills_alone": skills, "reach": reached, "meta_training": history,
+                      "seconds": {"meta_training": t_meta, "evaluation": t_eval}, "quick": opts.quick,
+                      "cpu": store.cpu(), "code": code, "commit": commit, "scores": store.SCORES,
+                      **({"skills_code": skills_code} if opts.eval_only else {})})
     if os.path.exists(kept_path):
         os.remove(kept_path)                                      # scores.npz and results.json hold them now
     ep = (plots.play_episode(family, masters, 0, seed=cfg.seed, split=cfg.eval_split, method=method)

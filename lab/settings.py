@@ -124,8 +124,8 @@ def check_config(cfg, family):
         problems.append(f"--random-subs-master {cfg.random_subs_master!r}: choose options (the skills and every "
                         f"primitive action) or paper (the skills only)")
     if "flat" in cfg.methods and cfg.flat_lr not in cfg.flat_lrs:
-        problems.append(f"--flat-lrs {' '.join(map(str, cfg.flat_lrs))} leaves out flat PPO's rate {cfg.flat_lr:g}, the "
-                        f"one reported (chosen on validation tasks): add it, or give it with --flat-lr")
+        problems.append(f"--flat-lrs {' '.join(map(str, cfg.flat_lrs))} leaves out flat PPO's rate {cfg.flat_lr:g}, "
+                        f"the one reported (chosen on validation tasks): add it, or give it with --flat-lr")
     unknown = [m for m in cfg.methods if m not in METHODS]
     if unknown or not cfg.methods:
         problems.append(f"--methods {' '.join(cfg.methods)}: choose one or more of {', '.join(METHODS)}")

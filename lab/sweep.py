@@ -336,8 +336,9 @@ def summary_line(s):
     return "\n".join(f"{s['n']} seeds, {m}: AUC minus flat's {d['minus_flat']:+.3f} [{d['minus_flat_ci'][0]:+.3f}, "
                      f"{d['minus_flat_ci'][1]:+.3f}] (mean over seeds, 95% t-interval, paired), "
                      f"{stats.word([d['minus_flat_ci'][0], d['minus_flat_ci'][1]])}; ahead of flat PPO on "
-                     f"{count(d['above_flat'])} of {s['n']} seeds, of every baseline on {count(d['above_all'])} (paired "
-                     f"within each seed: a description); mean AUC {m} {s['mean_auc'][m]:.3f}, flat {s['mean_auc']['flat']:.3f}"
+                     f"{count(d['above_flat'])} of {s['n']} seeds, of every baseline on {count(d['above_all'])} "
+                     f"(paired within each seed: a description); mean AUC {m} {s['mean_auc'][m]:.3f}, flat "
+                     f"{s['mean_auc']['flat']:.3f}"
                      for m, d in [(m, s[m]) for m in MASTERS if m in s]) + failed
 
 
@@ -366,8 +367,8 @@ def code_line(rows):
 def ratio_line(s):
     """The gap, in one line per master (empty without a master and flat PPO)."""
     show = lambda d: "flat's mean AUC is 0" if d["ratio"] is None else f"{d['ratio']:.2f}"
-    return "".join(f"{m} / flat PPO (ratio of the mean AUCs): {show(s[m])}; {m} at least twice flat PPO and ahead of it "
-                   f"on {'-' if s[m]['twice_flat'] is None else s[m]['twice_flat']} of {s['n']} seeds\n"
+    return "".join(f"{m} / flat PPO (ratio of the mean AUCs): {show(s[m])}; {m} at least twice flat PPO and ahead "
+                   f"of it on {'-' if s[m]['twice_flat'] is None else s[m]['twice_flat']} of {s['n']} seeds\n"
                    for m in MASTERS if m in s)
 
 
@@ -405,7 +406,8 @@ def table(rows, s):
         lines.append("| mean | " + " | ".join(f"{mean[n]:.3f}" if n in mean else "-" for n in shown) + " | "
                      + " / ".join(frac(succ.get(n)) for n in masters + ["flat"]) + " | | | | |")
     return ("\n".join(lines) + "\n\n" + summary_line(s) + "\n" + ratio_line(s) + cpu_line(rows) + code_line(rows)
-            + "Bold: the master was ahead of flat PPO on that seed (paired, within the seed). " + "; ".join(f"{m}: {METHODS[m]}" for m in shown)
+            + "Bold: the master was ahead of flat PPO on that seed (paired, within the seed). "
+            + "; ".join(f"{m}: {METHODS[m]}" for m in shown)
             + ".\n")
 
 
@@ -474,14 +476,9 @@ def pool_scores(out, runs, command, config, flat_from=None):
         per_seed.append({k: v for k, v in r.items() if k != "methods"} | {"commit": res.get("commit")})
     keep = [k for k in score if len(score[k]) == len(ok)]            # the methods every seed has
     flat_lr = next(iter(ok.values()))["config"]["flat_lr"]
-    best = next(iter(ok.values()))["methods"].get("flat", {}).get("best_on_test")
     meta = {"command": command, "seeds": list(ok), "tasks": tasks, "config": config, "flat_lr": flat_lr,
-            "runs": per_seed, "flat_from": flat_from and near(flat_from), "quick": any(r.get("quick") for r in ok.values()),
-            "flat_best_on_test": None}
-    if best is not None and all("best_on_test" in r["methods"].get("flat", {}) for r in ok.values()):
-        lrs = {r["methods"]["flat"]["best_on_test"]["lr"] for r in ok.values()}
-        meta["flat_best_on_test"] = {"lr": min(lrs), "auc": float(np.mean([r["methods"]["flat"]["sweep"][str(min(lrs))]
-                                                                           for r in ok.values()]))} if len(lrs) == 1 else None
+            "runs": per_seed, "flat_from": flat_from and near(flat_from),
+            "quick": any(r.get("quick") for r in ok.values())}
     score = {k: np.stack(score[k]) for k in keep}
     store.save_scores(os.path.join(out, store.SCORES), score, {k: np.stack(success[k]) for k in keep}, meta)
     return meta, score
@@ -668,7 +665,8 @@ def compare(steps):
     notes = "".join(f"{d['name']}: {d[k]}" for d in data for k in ("cpu", "code") if d[k])
     text = (f"**{QUICK_NOTE}**\n\n" * quick + "\n".join(lines) + "\n\nAUC: mean over runs (meta-training seeds; "
             "a setting of several sweeps pools their runs), 95% t-interval over runs. Ahead of flat: runs on "
-            "which the master was ahead of flat PPO, paired within the run (a description). Best master's score: what the skills allow each master "
+            "which the master was ahead of flat PPO, paired within the run (a description). Best master's score: what "
+            "the skills allow each master "
             "(reach), mean over runs. Skills in use: "
             f"sub-policies that acted in at least {USED:.0%} of the last meta-training round's steps, mean over runs, "
             "and the most used one's share. Env steps and seconds: one run's meta-training.\n" + notes)
