@@ -119,8 +119,9 @@ def cost(config):
 
 
 def command(meta):
-    """A row's command as said from the repository's root (a folder under it, relative)."""
-    return meta["command"].replace(store.ROOT + os.sep, "")
+    """A row's command as said from the repository's root: a folder given absolute (as --flat-from /x/y/runs/z)
+    shown from its runs/ on, so that the tables read the same in every checkout."""
+    return re.sub(r"(?<=\s)/\S*?/(runs/)", r"\1", meta["command"].replace(store.ROOT + os.sep, ""))
 
 
 def where(meta):
