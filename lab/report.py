@@ -14,6 +14,7 @@ A table in the document sits between `<!-- table NAME -->` and `<!-- end -->`: t
 `<!-- verdict NAME NAME ... -->`, gives a line per row.
 """
 import argparse
+import functools
 import json
 import os
 import re
@@ -138,9 +139,10 @@ def where(meta):
     return f"seeds {seeds}; commit {', '.join(commits)}; {on}"
 
 
-def table(name, meta, score):
-    """A row's table: the command, where it ran, a line per method, the per-seed differences, the cost."""
-    s = row_stats(meta, score, name=name)
+def table(name, meta, score, s=None):
+    """A row's table: the command, where it ran, a line per method, the per-seed differences, the cost.
+    s: the row's statistics when already computed (kept_stats), else row_stats'."""
+    s = row_stats(meta, score, name=name) if s is None else s
     lines = [f"`{command(meta)}` ({where(meta)})", "",
              "| method | mean AUC [t, over seeds] | mean [stratified bootstrap] | IQM [stratified bootstrap] | minus "
              "flat PPO, paired [t, over seeds] | verdict | P(improvement), paired [t] | P(improvement), rliable's "
@@ -229,8 +231,7 @@ def verdict(names):
     lines = ["| row | `python -m lab.sweep` | seeds, commit, CPU | flat PPO | "
              + " | ".join(f"{m} minus flat PPO" for m in COMPARED) + " |", "|" + " --- |" * (4 + len(COMPARED))]
     for name in names:
-        meta, score, _ = read(name)
-        s = row_stats(meta, score, name=name)
+        meta, _, s = kept_stats(name)
 
         def cell(m):
             if m not in s["vs_flat"]:
@@ -286,6 +287,20 @@ def coverage(reps=4000):
     return "\n".join(lines) + "\n"
 
 
+def kept_stats(name):
+    """A kept row's (meta, score, row_stats), computed once per file as it is now: the verdicts of both
+    documents and the row's own table draw the same bootstrap only once."""
+    path = os.path.join(SCORES, f"{name}.npz")
+    read(name)                                   # one clear line where the row is not kept
+    return _stats_of(path, os.path.getmtime(path), name)
+
+
+@functools.lru_cache(maxsize=None)
+def _stats_of(path, mtime, name):
+    meta, score, _ = store.load_scores(path)
+    return meta, score, row_stats(meta, score, name=name)
+
+
 def read(name):
     """A row's committed scores (lab/scores/NAME.npz): (meta, score, success)."""
     path = os.path.join(SCORES, f"{name}.npz")
@@ -305,7 +320,7 @@ def remake(text):
         if kind in ("verdict", "older", "costs", "coverage"):
             body = {"verdict": lambda: verdict(names), "older": older, "costs": costs, "coverage": coverage}[kind]()
         else:
-            body = {"table": table, "rates": rates}[kind](names[0], *read(names[0])[:2])
+            body = table(names[0], *kept_stats(names[0])) if kind == "table" else rates(names[0], *read(names[0])[:2])
         return f"<!-- {' '.join([kind, *names])} -->\n{body}<!-- end -->"
     return MARK.sub(one, text)
 

@@ -315,7 +315,8 @@ def summary(rows):
                               for m in have}}
     baselines = [m for m in have if m not in MASTERS]
     for m in [m for m in MASTERS if m in have and "flat" in have]:
-        diff, ci = interval([auc(r, m) - auc(r, "flat") for r in ok])
+        d = stats.paired([auc(r, m) for r in ok], [auc(r, "flat") for r in ok])     # the verdict's interval
+        diff, ci = d["mean"], d["ci"]
         known = all(ahead(r, m, b) is not None for r in ok for b in baselines)
         count = lambda test: sum(bool(test(r)) for r in ok) if known else None
         s[m] = {"minus_flat": diff, "minus_flat_ci": ci, "above_flat": count(lambda r: ahead(r, m, "flat")),
