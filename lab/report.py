@@ -10,7 +10,7 @@ committed), so any statistic can be computed again without training:
 
 A table in the document sits between `<!-- table NAME -->` and `<!-- end -->`: the statistics of
 `stats.py` for each method (the verdict against flat PPO paired over meta-training seeds). A rate table,
-`<!-- rates NAME -->`, gives flat PPO's AUC at each rate of a validation row and the best. The verdict,
+`<!-- rates NAME NAME ... -->`, gives flat PPO's AUC at each rate of each validation row, and the best. The verdict,
 `<!-- verdict NAME NAME ... -->`, gives a line per row.
 """
 import argparse
@@ -209,19 +209,36 @@ def fmt(x):
     return "-" if x is None else f"{x:+.3f}"
 
 
-def rates(name, meta, score):
-    """A validation row's flat PPO sweep: each rate's mean AUC over seeds with its t-interval, the best,
-    and whether it lies inside the sweep (a best at an edge asks for a wider sweep)."""
+def sweep_of_rates(meta, score):
+    """A validation row's flat PPO sweep: {rate: (mean AUC over seeds, t-interval low, high)}, the best rate,
+    and whether the best lies at the sweep's edge (a best at an edge asks for a wider sweep)."""
     flat = sorted((float(k.split("@")[1]), k) for k in score if k.startswith("flat@"))
     means = {lr: stats.t_interval(stats.seed_means(auc(score[k]))) for lr, k in flat}
     best = max(means, key=lambda lr: means[lr][0])
-    edge = best in (flat[0][0], flat[-1][0])
-    lines = [f"`{command(meta)}` ({where(meta)})", "", "| flat PPO's rate | mean AUC [t, over seeds] |",
-             "| --- | --- |"]
-    lines += [f"| {lr:g}{' (best)' if lr == best else ''} | {m:.3f} [{lo:.3f}, {hi:.3f}] |"
-              for lr, (m, lo, hi) in means.items()]
-    lines.append("")
-    lines.append(f"best: {best:g}, " + ("at the sweep's edge: widen the sweep" if edge else "inside the sweep"))
+    return means, best, best in (flat[0][0], flat[-1][0])
+
+
+def rates(names):
+    """The validation rows' flat PPO sweeps, a line each: its command, seeds and commit, each rate's mean AUC
+    over seeds with its t-interval (the best in bold), and the rate chosen, inside the sweep or at its edge."""
+    sweeps = [(n, *read(n)[:2]) for n in names]
+    found = [sweep_of_rates(meta, score) for _, meta, score in sweeps]
+    grid = sorted({lr for means, _, _ in found for lr in means})
+    lines = ["| validation row | `python -m lab.sweep` | seeds, commit, CPU | "
+             + " | ".join(f"{lr:g}" for lr in grid) + " | chosen |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in grid) + " | --- |"]
+    for (name, meta, _), (means, best, edge) in zip(sweeps, found):
+        cells = []
+        for lr in grid:
+            if lr not in means:
+                cells.append("")
+                continue
+            m, lo, hi = means[lr]
+            cell = f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
+            cells.append(f"**{cell}**" if lr == best else cell)
+        said = f"{best:g}, " + ("at the sweep's edge: widen the sweep" if edge else "inside the sweep")
+        lines.append(f"| {name} | `{command(meta).replace('python -m lab.sweep ', '')}` | {where(meta)} | "
+                     + " | ".join(cells) + f" | {said} |")
     return "\n".join(lines) + "\n"
 
 
@@ -320,7 +337,7 @@ def remake(text):
         if kind in ("verdict", "older", "costs", "coverage"):
             body = {"verdict": lambda: verdict(names), "older": older, "costs": costs, "coverage": coverage}[kind]()
         else:
-            body = table(names[0], *kept_stats(names[0])) if kind == "table" else rates(names[0], *read(names[0])[:2])
+            body = table(names[0], *kept_stats(names[0])) if kind == "table" else rates(names)
         return f"<!-- {' '.join([kind, *names])} -->\n{body}<!-- end -->"
     return MARK.sub(one, text)
 

@@ -146,10 +146,18 @@ def test_report_remakes_marked_tables_and_check_finds_stale_ones(tmp_path, monke
     assert e.value.code == 0
 
 
-def test_rates_table_names_the_best_and_whether_it_is_inside_the_sweep(tmp_path):
-    meta, score, _ = store.load_scores(os.path.join(fake_row(str(tmp_path / "s")), "scores.npz"))
-    text = report.rates("v", meta, score)
-    assert "| 0.01 (best) |" in text and "at the sweep's edge" in text
+def test_rates_table_names_the_best_and_whether_it_is_inside_the_sweep(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "SCORES", str(tmp_path / "scores"))
+    report.add("v", fake_row(str(tmp_path / "s")))                      # rates 0.01 (the best) and 0.1
+    report.add("w", fake_row(str(tmp_path / "t"), flat_lr=0.03))        # rates 0.03 (the best) and 0.1
+    head, rule, v, w = report.rates(["v", "w"]).splitlines()
+    assert head.split(" | ")[3:6] == ["0.01", "0.03", "0.1"] and rule.count("---") == 7
+    assert v.startswith("| v | `--seeds 0-4` | seeds 0-4; commit abc1234; a CPU | **0.")
+    assert v.split(" | ")[4] == "" and v.endswith("| 0.01, at the sweep's edge: widen the sweep |")
+    assert w.split(" | ")[3] == "" and w.split(" | ")[4].startswith("**") and "0.03, at the sweep's edge" in w
+    _, score, _ = report.read("v")
+    m, lo, hi = stats.t_interval(stats.seed_means(report.auc(score["flat@0.1"])))
+    assert v.split(" | ")[5] == f"{m:.3f} [{lo:.3f}, {hi:.3f}]"            # not the best: not bold
 
 
 @pytest.mark.parametrize("document", report.DOCUMENTS)
