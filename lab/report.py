@@ -125,6 +125,11 @@ def command(meta):
     return re.sub(r"(?<=\s)/\S*?/(runs/)", r"\1", meta["command"].replace(store.ROOT + os.sep, ""))
 
 
+def flags(meta):
+    """A row's command without its `python -m lab.sweep`, for a table whose header names it."""
+    return command(meta).removeprefix("python -m lab.sweep ")
+
+
 def where(meta):
     """The seeds, commit(s) and CPU(s) of a row, in one line."""
     runs = meta["runs"]
@@ -227,18 +232,12 @@ def rates(names):
     lines = ["| validation row | `python -m lab.sweep` | seeds, commit, CPU | "
              + " | ".join(f"{lr:g}" for lr in grid) + " | chosen |",
              "| --- | --- | --- | " + " | ".join("---" for _ in grid) + " | --- |"]
+    cell = lambda m, lo, hi: f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
     for (name, meta, _), (means, best, edge) in zip(sweeps, found):
-        cells = []
-        for lr in grid:
-            if lr not in means:
-                cells.append("")
-                continue
-            m, lo, hi = means[lr]
-            cell = f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
-            cells.append(f"**{cell}**" if lr == best else cell)
+        cells = ["" if lr not in means else f"**{cell(*means[lr])}**" if lr == best else cell(*means[lr])
+                 for lr in grid]
         said = f"{best:g}, " + ("at the sweep's edge: widen the sweep" if edge else "inside the sweep")
-        lines.append(f"| {name} | `{command(meta).replace('python -m lab.sweep ', '')}` | {where(meta)} | "
-                     + " | ".join(cells) + f" | {said} |")
+        lines.append(f"| {name} | `{flags(meta)}` | {where(meta)} | " + " | ".join(cells) + f" | {said} |")
     return "\n".join(lines) + "\n"
 
 
@@ -259,8 +258,7 @@ def verdict(names):
                 return (f"{signed((v['diff']['mean'], v['diff']['ci']))}; the skills split on {k['above']} of {k['n']} "
                         f"seeds: {fmt(k['mean_above'])} there, {fmt(k['mean_below'])} elsewhere (a description)")
             return f"{signed((v['diff']['mean'], v['diff']['ci']))} **{v['word']}**"
-        flags = command(meta).removeprefix("python -m lab.sweep ")
-        lines.append(f"| {name} | `{flags}` | {where(meta)} | {s['methods']['flat']['mean'][0]:.3f} | "
+        lines.append(f"| {name} | `{flags(meta)}` | {where(meta)} | {s['methods']['flat']['mean'][0]:.3f} | "
                      + " | ".join(cell(m) for m in COMPARED) + " |")
     return "\n".join(lines) + "\n"
 
@@ -307,8 +305,7 @@ def coverage(reps=4000):
 def kept_stats(name):
     """A kept row's (meta, score, row_stats), computed once per file as it is now: the verdicts of both
     documents and the row's own table draw the same bootstrap only once."""
-    path = os.path.join(SCORES, f"{name}.npz")
-    read(name)                                   # one clear line where the row is not kept
+    path = kept_path(name)
     return _stats_of(path, os.path.getmtime(path), name)
 
 
@@ -318,13 +315,18 @@ def _stats_of(path, mtime, name):
     return meta, score, row_stats(meta, score, name=name)
 
 
-def read(name):
-    """A row's committed scores (lab/scores/NAME.npz): (meta, score, success)."""
+def kept_path(name):
+    """The file of a kept row (lab/scores/NAME.npz); BadInput, in one line, where the row is not kept."""
     path = os.path.join(SCORES, f"{name}.npz")
     if not os.path.isfile(path):
         raise BadInput(f"no scores for the row {name!r} ({path}): add them with python -m lab.report --add {name} "
                        f"SWEEP_DIR")
-    return store.load_scores(path)
+    return path
+
+
+def read(name):
+    """A row's committed scores (lab/scores/NAME.npz): (meta, score, success)."""
+    return store.load_scores(kept_path(name))
 
 
 MARK = re.compile(r"<!-- (table|rates|verdict|older|costs|coverage) ?([^>]*?) -->\n(.*?)<!-- end -->", re.S)

@@ -183,9 +183,9 @@ def evaluations(cfg, family, subs, path, key, kept):
     """Every method's fine-tuning, by mlsh.evaluate: baselines.learners, then the shared policy at flat PPO's
     rate (cfg.flat_lr, chosen on validation tasks). Each is kept in the file `path` as it finishes
     (store.save_kept, by method and rate), so that a stopped evaluation carries on where it stopped: one kept
-    for these settings, this code and
-    these very sub-policies (`kept`: store.kept_for) is not run again, and gives the kept curves and a
-    stand-in for the learners, learner 0's master alone (all that play_episode needs). Every fine-tuning
+    for these settings, this code and these very sub-policies (`kept`: store.kept_for) is not run again, and
+    gives the kept curves and a stand-in for the learners, learner 0's master alone (all that play_episode
+    needs). Every fine-tuning
     starts from the seed's stream, so kept and new results are the same numbers. Yields (name, lr, score,
     success, learners) as each finishes."""
     done = dict(kept)

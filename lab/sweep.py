@@ -667,9 +667,8 @@ def compare(steps):
     text = (f"**{QUICK_NOTE}**\n\n" * quick + "\n".join(lines) + "\n\nAUC: mean over runs (meta-training seeds; "
             "a setting of several sweeps pools their runs), 95% t-interval over runs. Ahead of flat: runs on "
             "which the master was ahead of flat PPO, paired within the run (a description). Best master's score: what "
-            "the skills allow each master "
-            "(reach), mean over runs. Skills in use: "
-            f"sub-policies that acted in at least {USED:.0%} of the last meta-training round's steps, mean over runs, "
+            "the skills allow each master (reach), mean over runs. Skills in use: sub-policies "
+            f"that acted in at least {USED:.0%} of the last meta-training round's steps, mean over runs, "
             "and the most used one's share. Env steps and seconds: one run's meta-training.\n" + notes)
     return text, data, pooled
 

@@ -111,7 +111,7 @@ def fake_row(folder, seeds=5, lead=0.2, flat_lr=0.01):
              f"flat@{flat_lr:g}": flat, "flat@0.1": flat * 0.5}
     config = {"warmup": 10, "joint": 20, "tasks": 8, "copies": 16, "steps": 64, "rounds": 20, "eval_iters": 30}
     meta = {"command": "python -m lab.sweep --seeds 0-4", "seeds": list(range(seeds)), "tasks": [1, 2, 3, 4],
-            "config": config, "flat_lr": flat_lr, "flat_best_on_test": None, "quick": False,
+            "config": config, "flat_lr": flat_lr, "quick": False,
             "runs": [{"seed": s, "cpu": "a CPU", "commit": "abc1234", "best_alone": 0.9} for s in range(seeds)]}
     os.makedirs(folder, exist_ok=True)
     store.save_scores(os.path.join(folder, "scores.npz"), score, {k: v > 0.5 for k, v in score.items()}, meta)
